@@ -1,0 +1,1 @@
+"""The node's blueprints: `node` (Gemini API), `legacy` (original L104 API), `ops`."""

@@ -1,0 +1,158 @@
+"""The node's error hierarchy and its one mapping to Gemini-format error responses."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response, g
+from werkzeug.exceptions import HTTPException
+
+# google.rpc status names for the HTTP codes the node answers with.
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    411: "INVALID_ARGUMENT",
+    413: "INVALID_ARGUMENT",
+    415: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class ApiError(Exception):
+    """An error the client sees as `{"error": {"code", "message", "status"}}`.
+
+    `fail_fast` marks refusals made without calling upstream (open breakers, cooldowns).
+    """
+
+    fail_fast = False
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        status: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or STATUS_NAMES.get(code, "UNKNOWN")
+        self.details = details or []
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The Gemini error object."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class BadRequest(ApiError):
+    """The client's request is malformed; it never goes upstream."""
+
+    def __init__(self, message: str, code: int = 400) -> None:
+        super().__init__(code, message)
+
+
+class UpstreamError(ApiError):
+    """Upstream failed. `retryable` says whether another attempt may succeed."""
+
+    retryable = False
+
+    def __init__(self, code: int, message: str, *, model: str | None = None, **kw: Any) -> None:
+        super().__init__(code, message, **kw)
+        self.model = model
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Connection failed or reset, or upstream answered 5xx."""
+
+    retryable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    """Upstream did not answer in time."""
+
+    retryable = True
+
+    def __init__(self, message: str = "Upstream did not answer in time.", **kw: Any) -> None:
+        super().__init__(504, message, **kw)
+
+
+class UpstreamMalformed(UpstreamError):
+    """Upstream answered with a body that is not what Gemini sends."""
+
+    retryable = True
+
+    def __init__(self, message: str = "Upstream sent a malformed response.", **kw: Any) -> None:
+        super().__init__(502, message, **kw)
+
+
+class UpstreamRateLimited(UpstreamError):
+    """Upstream answered 429; `retry_delay` is RetryInfo's delay in seconds, if any."""
+
+    def __init__(
+        self, message: str, *, retry_delay: float | None, per_day: bool, **kw: Any
+    ) -> None:
+        super().__init__(429, message, **kw)
+        self.retry_delay = retry_delay
+        self.per_day = per_day
+
+
+class UpstreamRejected(UpstreamError):
+    """Upstream refused the request itself (a 4xx other than 429)."""
+
+
+def error_response(error: ApiError) -> Response:
+    """Render `error` the way Gemini does: 2-space indented JSON."""
+    response = Response(
+        json.dumps(error.body(), indent=2),
+        status=error.code,
+        content_type="application/json; charset=UTF-8",
+    )
+    response.headers.update(error.headers)
+    return response
+
+
+def sse_error_event(error: ApiError) -> bytes:
+    """A mid-stream failure as one SSE event, as Gemini sends it."""
+    return b"data: " + json.dumps(error.body()).encode() + b"\r\n\r\n"
+
+
+def init_app(app: Flask) -> None:
+    """Answer every error, ours or werkzeug's, in Gemini's format; never with a traceback."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        g.l104_fail_fast = error.fail_fast
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        code = error.code or 500
+        message = {
+            404: "Method not found.",
+            405: "Method not allowed for this path.",
+            413: "Request payload size exceeds the limit.",
+        }.get(code, error.description or "Request failed.")
+        return error_response(ApiError(code, message))
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        logging.getLogger("l104.errors").exception(
+            "unhandled_error", extra={"event": "unhandled_error"}
+        )
+        return error_response(ApiError(500, "An internal error has occurred."))

@@ -1,0 +1,84 @@
+"""Healing actions and state changes: each one JSON log line with its tag, and a metric."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pybreaker
+
+from app import metrics
+from app.logs import log_event
+
+log = logging.getLogger("l104.events")
+
+_BREAKER_EVENTS = {
+    pybreaker.STATE_OPEN: ("circuit_breaker_open", logging.WARNING),
+    pybreaker.STATE_HALF_OPEN: ("circuit_breaker_half_open", logging.INFO),
+    pybreaker.STATE_CLOSED: ("circuit_breaker_closed", logging.INFO),
+}
+
+
+class BreakerEvents(pybreaker.CircuitBreakerListener):
+    """Logs and counts breaker state changes (called once per change, node-wide)."""
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        """One log line per transition; `circuit_breaks` counts openings."""
+        event, level = _BREAKER_EVENTS[new_state.name]
+        model = str(cb.name)
+        log_event(
+            log,
+            event,
+            level,
+            model=model,
+            from_state=old_state.name if old_state else None,
+            failures=cb.fail_counter,
+        )
+        metrics.BREAKER_TRANSITIONS.labels(model, new_state.name).inc()
+        if new_state.name == pybreaker.STATE_OPEN:
+            metrics.CIRCUIT_BREAKS.labels(model).inc()
+
+
+def retry_success(model: str, retries: int) -> None:
+    """An upstream call succeeded after `retries` retries."""
+    log_event(log, "retry_success", model=model, retries=retries)
+    metrics.RETRY_SUCCESSES.labels(model).inc()
+
+
+def model_rotation(from_model: str, to_model: str, reasons: dict[str, str]) -> None:
+    """A request was answered by another model than the first candidate."""
+    log_event(log, "model_rotation", from_model=from_model, to_model=to_model, skipped=reasons)
+    metrics.MODEL_ROTATIONS.labels(from_model, to_model).inc()
+
+
+def model_cooldown(model: str, seconds: float, reason: str) -> None:
+    """A model starts resting after a 429."""
+    log_event(
+        log,
+        "model_cooldown",
+        logging.WARNING,
+        model=model,
+        seconds=round(seconds, 3),
+        reason=reason,
+    )
+    metrics.COOLDOWNS.labels(model, reason).inc()
+
+
+def http_client_reset(reason: str, errors: int) -> None:
+    """The upstream session and its pool were replaced."""
+    log_event(log, "http_client_auto_reset", logging.WARNING, reason=reason, errors=errors)
+    metrics.CONNECTION_RESETS.labels(reason).inc()
+
+
+def heal(level: str, trigger: str, actions: list[str], **fields: Any) -> None:
+    """A heal ran (`auto_heal_triggered` when the node decided it itself)."""
+    event = "heal_requested" if trigger == "admin" else "auto_heal_triggered"
+    log_event(log, event, logging.WARNING, level=level, trigger=trigger, actions=actions, **fields)
+    metrics.HEALS.labels(level, trigger).inc()
+    if trigger != "admin":
+        metrics.AUTO_HEALS.labels(level).inc()

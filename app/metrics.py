@@ -1,0 +1,49 @@
+"""The node's Prometheus metrics (prefix `l104_`).
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set before this module is imported, so every
+worker writes its values to files there and a scrape sums them node-wide. Label values are
+bounded: models come only from the configured list, endpoints from the route table.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+REQUESTS = Counter("l104_requests", "Client requests served", ["endpoint", "code"])
+REQUEST_SECONDS = Histogram(
+    "l104_request_duration_seconds",
+    "Client request latency",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    "l104_requests_in_flight", "Client requests being served", multiprocess_mode="livesum"
+)
+UPSTREAM_CALLS = Counter(
+    "l104_upstream_calls", "Upstream calls by model and outcome", ["model", "outcome"]
+)
+UPSTREAM_SECONDS = Histogram(
+    "l104_upstream_duration_seconds", "Upstream call latency", ["model"], buckets=LATENCY_BUCKETS
+)
+CIRCUIT_BREAKS = Counter("l104_circuit_breaks", "Times a model's circuit breaker opened", ["model"])
+BREAKER_TRANSITIONS = Counter(
+    "l104_circuit_breaker_transitions", "Breaker state changes", ["model", "to_state"]
+)
+RETRY_SUCCESSES = Counter(
+    "l104_retry_successes", "Upstream calls that succeeded after retrying", ["model"]
+)
+CONNECTION_RESETS = Counter(
+    "l104_connection_resets", "Times the HTTP client and its pool were replaced", ["reason"]
+)
+MODEL_ROTATIONS = Counter(
+    "l104_model_rotations",
+    "Client requests answered by another model than the first tried",
+    ["from_model", "to_model"],
+)
+COOLDOWNS = Counter("l104_model_cooldowns", "Cooldowns started after a 429", ["model", "reason"])
+AUTO_HEALS = Counter("l104_auto_heals", "Healing triggered by the node itself", ["level"])
+HEALS = Counter("l104_heals", "Heals by level and trigger", ["level", "trigger"])
+WORKER_RECYCLES = Counter("l104_worker_recycles", "Workers recycled", ["reason"])
+RATE_LIMITED = Counter("l104_rate_limited_requests", "Requests refused by the rate limit")

@@ -1,0 +1,32 @@
+"""Trust X-Forwarded-For/-Proto only from the proxies named in TRUSTED_PROXIES."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+WSGIApp = Any
+
+
+class TrustedProxyFix:
+    """werkzeug's ProxyFix (one hop) for requests whose peer is a trusted proxy; else as is."""
+
+    def __init__(self, app: WSGIApp, trusted: Iterable[str]) -> None:
+        self._plain = app
+        self._fixed = ProxyFix(app, x_for=1, x_proto=1)
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in trusted]
+
+    def _trusted(self, address: str | None) -> bool:
+        try:
+            peer = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        return any(peer in network for network in self._networks)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if self._networks and self._trusted(environ.get("REMOTE_ADDR")):
+            return self._fixed(environ, start_response)
+        return self._plain(environ, start_response)

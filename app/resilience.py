@@ -1,0 +1,154 @@
+"""Builds the self-healing parts of the node and keeps them in `app.extensions`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+
+from app import events
+from app.breaker import BreakerBoard
+from app.clock import Clock
+from app.cooldowns import CooldownPolicy, Cooldowns
+from app.gateway import Gateway
+from app.healing import LEVEL_ACTIONS, Escalation, Healer, HealWatcher
+from app.logs import log_event
+from app import rate_limits
+from app.settings import Settings
+from app.state import StateStore
+from app.state.sqlite_store import SqliteStateStore
+from app.upstream import UpstreamClient
+
+log = logging.getLogger("l104.resilience")
+RECYCLE_REQUESTED = "l104.recycle_requested"
+
+
+def state_path(settings: Settings) -> Path:
+    """The SQLite file all workers of this node share."""
+    directory = (
+        settings.state_dir
+        or os.environ.get("L104_STATE_DIR")
+        or tempfile.mkdtemp(prefix="l104-state-")
+    )
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return Path(directory) / "state.db"
+
+
+def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
+    """Store, breakers, cooldowns, gateway, rate limits, healer and its watcher."""
+    path = state_path(settings)
+    store: StateStore = SqliteStateStore(path, clock)
+    client = UpstreamClient(settings, clock)
+    breakers = BreakerBoard(
+        store,
+        fail_max=settings.circuit_breaker_threshold,
+        reset_timeout=settings.circuit_breaker_timeout,
+        max_probes=settings.circuit_breaker_probes,
+        probe_ttl=settings.request_deadline,
+        listeners=[events.BreakerEvents()],
+    )
+    cooldowns = Cooldowns(store, CooldownPolicy(default=settings.model_cooldown_seconds))
+    gateway = Gateway(
+        settings.gemini_models,
+        breakers.get,
+        cooldowns,
+        store,
+        clock,
+        settings.request_deadline,
+        settings.allow_unlisted_models,
+    )
+    limiter = rate_limits.init_app(app, settings, f"l104sqlite://{path}")
+
+    def recycle_worker(reason: str) -> None:
+        app.extensions[RECYCLE_REQUESTED] = reason
+        log_event(log, "worker_recycle_requested", logging.WARNING, reason=reason)
+
+    healer = Healer(
+        store,
+        breakers,
+        settings.gemini_models,
+        reset_rate_limits=lambda: rate_limits.reset(limiter),
+        reset_http_client=client.reset,
+        recycle_worker=recycle_worker,
+    )
+    watcher = HealWatcher(healer)
+    app.extensions.update(
+        {
+            "l104.upstream": client,
+            "l104.state": store,
+            "l104.breakers": breakers,
+            "l104.cooldowns": cooldowns,
+            "l104.gateway": gateway,
+            "l104.healer": healer,
+            "l104.heal_watcher": watcher,
+            "l104.escalation": Escalation(clock, quiet_period=settings.auto_heal_window * 5),
+        }
+    )
+    if settings.auto_heal_enabled:
+        app.after_request(_count_errors_for_auto_heal)
+    app.before_request(watcher.start)
+
+
+def get_gateway() -> Gateway:
+    """The current app's gateway."""
+    gateway: Gateway = current_app.extensions["l104.gateway"]
+    return gateway
+
+
+def _count_errors_for_auto_heal(response: Response) -> Response:
+    """Middleware: node-side 5xx per endpoint; past the threshold in the window, heal."""
+    if response.status_code < 500 or g.get("l104_fail_fast"):
+        return response
+    settings: Settings = current_app.config["L104_SETTINGS"]
+    store: StateStore = current_app.extensions["l104.state"]
+    endpoint = request.endpoint or "unknown"
+    errors = store.count_endpoint_error(endpoint, settings.auto_heal_window)
+    if errors >= settings.auto_heal_error_threshold:
+        store.clear("endpoint_errors")
+        escalation: Escalation = current_app.extensions["l104.escalation"]
+        level = escalation.trigger()
+        healer: Healer = current_app.extensions["l104.healer"]
+        healer.heal(
+            LEVEL_ACTIONS[level],
+            level=level,
+            trigger="auto_errors",
+            endpoint=endpoint,
+            errors=errors,
+        )
+    return response
+
+
+def node_status() -> dict[str, Any]:
+    """Breakers, cooldowns, trackers and heal history, node-wide (for /self/status)."""
+    settings: Settings = current_app.config["L104_SETTINGS"]
+    store: StateStore = current_app.extensions["l104.state"]
+    breakers: BreakerBoard = current_app.extensions["l104.breakers"]
+    cooldowns: Cooldowns = current_app.extensions["l104.cooldowns"]
+    client: UpstreamClient = current_app.extensions["l104.upstream"]
+    resting = cooldowns.active()
+    models = {}
+    for model in settings.gemini_models:
+        record = store.breaker(model)
+        cooldown = resting.get(model)
+        models[model] = {
+            "circuit_state": record.state,
+            "failures": record.failures,
+            "opened_at": record.opened_at,
+            "retry_after_seconds": round(breakers.get(model).retry_after(), 3),
+            "cooldown_seconds": round(cooldowns.remaining(cooldown), 3) if cooldown else 0.0,
+            "cooldown_reason": cooldown.reason if cooldown else None,
+        }
+    return {
+        "models": models,
+        "model_errors": store.model_errors(),
+        "heals": store.heal_history(20),
+        "worker": {
+            "pid": os.getpid(),
+            "http_client_errors": client.health.errors,
+            "last_http_reset": client.last_reset,
+        },
+    }

@@ -1,0 +1,14 @@
+"""The bundled Gemini simulator: a fake Gemini REST server for tests, benchmarks and the demo.
+
+Standard library only. Serves `/v1` and `/v1beta` (generateContent, streamGenerateContent,
+countTokens, models) plus a control API under `/_sim/` for fault injection, config, stats
+and the request log. Run it with `python -m app.simulator --port 0`, or in-process:
+
+    server = start_in_thread(api_key="k")
+    ...  # talk to server.url
+    server.shutdown()
+"""
+
+from app.simulator.server import SimulatorServer, start_in_thread
+
+__all__ = ["SimulatorServer", "start_in_thread"]

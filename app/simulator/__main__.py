@@ -1,0 +1,62 @@
+"""Command line: `python -m app.simulator --host 127.0.0.1 --port N [--api-key KEY] ...`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from app.simulator.responses import DEFAULT_MODELS
+from app.simulator.server import SimulatorServer
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.simulator", description="L104's fake Gemini API server."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
+    parser.add_argument("--api-key", default=None, help="require this API key (default: none)")
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help="comma-separated model ids to serve (default: %(default)s)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the simulator until SIGTERM or SIGINT; return the exit status."""
+    args = _parser().parse_args(argv)
+    models = [m for m in (part.strip() for part in args.models.split(",")) if m]
+    if not models:
+        print("--models needs at least one model id", file=sys.stderr)
+        return 2
+    try:
+        server = SimulatorServer(args.host, args.port, args.api_key, models, args.verbose)
+    except OSError as error:
+        print(f"cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    # Block the stop signals in every thread (threads inherit the mask) and wait for them
+    # synchronously: no Python-level signal handler runs in the middle of anything.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    thread = threading.Thread(target=server.serve_forever, name="l104-simulator", daemon=True)
+    try:
+        thread.start()
+        server.wait_serving(10)
+        print(f"L104 Gemini simulator listening on {server.url}", flush=True)
+        signal.sigwait(stop_signals)
+    finally:
+        server.shutdown()
+        if thread.is_alive():
+            thread.join(5)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""Fault injection: a thread-safe registry of faults, one per model key, with counts."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+ANY_MODEL = "*"
+MAX_HANG_SECONDS = 600.0
+
+# Every fault kind with its parameters and their defaults.
+FAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "429": {"retry_delay": "26s", "no_details": False},
+    "429_day": {"retry_delay": "3600s", "no_details": False},
+    "500": {},
+    "503": {},
+    "504": {},
+    "reset": {},
+    "hang": {"seconds": 30.0},
+    "latency": {"ms": 1000.0},
+    "slow_body": {"ms": 200.0},
+    "malformed": {},
+    "stream_cut": {"after": 1},
+}
+# Faults that also apply to `GET models/{model}`; every fault applies to the model methods.
+MODEL_GET_FAULTS = frozenset({"reset", "hang", "latency"})
+MODEL_METHODS = frozenset({"generateContent", "streamGenerateContent", "countTokens"})
+
+
+class FaultError(ValueError):
+    """A fault specification that cannot be accepted."""
+
+
+@dataclass
+class Fault:
+    """One active fault. `remaining` is None for a fault that stays until cleared."""
+
+    kind: str
+    model: str
+    remaining: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def applies_to(self, api_method: str) -> bool:
+        """Whether this fault affects a call of `api_method`."""
+        if api_method in MODEL_METHODS:
+            return True
+        return api_method == "getModel" and self.kind in MODEL_GET_FAULTS
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON form shown by `GET /_sim/faults`."""
+        return {
+            "model": self.model,
+            "fault": self.kind,
+            "remaining": self.remaining,
+            "params": dict(self.params),
+        }
+
+
+def _number(name: str, value: object, low: float, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FaultError(f"{name} must be a number")
+    number = float(value)
+    if number < low:
+        raise FaultError(f"{name} must be >= {low:g}")
+    return min(number, high) if high is not None else number
+
+
+def _integer(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FaultError(f"{name} must be an integer")
+    if value < low:
+        raise FaultError(f"{name} must be >= {low}")
+    return value
+
+
+def _delay(value: object) -> str:
+    """A RetryInfo delay: "26s", "45.83s", or a number of seconds."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text.removesuffix("s"))
+        except ValueError:
+            seconds = -1.0
+        if not text.endswith("s") or seconds < 0:
+            raise FaultError('retry_delay must look like "26s" or be a number of seconds')
+        return text
+    return f"{_number('retry_delay', value, 0.0):g}s"
+
+
+def parse_fault(spec: object) -> Fault:
+    """Validate a `POST /_sim/faults` body and build the Fault it describes."""
+    if not isinstance(spec, dict):
+        raise FaultError("the body must be a JSON object")
+    options = dict(spec)
+    model = options.pop("model", ANY_MODEL)
+    kind = options.pop("fault", None)
+    count = options.pop("count", None)
+    if not isinstance(model, str) or not model:
+        raise FaultError('model must be a model id or "*"')
+    if not isinstance(kind, str) or kind not in FAULT_PARAMS:
+        raise FaultError(f"fault must be one of {', '.join(FAULT_PARAMS)}")
+    remaining = None if count is None else _integer("count", count, 1)
+    defaults = FAULT_PARAMS[kind]
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        allowed = ", ".join(defaults) or "none"
+        raise FaultError(
+            f"unknown parameter(s) for {kind}: {', '.join(unknown)} (allowed: {allowed})"
+        )
+    params = {**defaults, **options}
+    if "retry_delay" in options:
+        params["retry_delay"] = _delay(options["retry_delay"])
+    if "no_details" in options and not isinstance(options["no_details"], bool):
+        raise FaultError("no_details must be true or false")
+    if "seconds" in options:
+        params["seconds"] = _number("seconds", options["seconds"], 0.0, MAX_HANG_SECONDS)
+    if "ms" in options:
+        params["ms"] = _number("ms", options["ms"], 0.0, MAX_HANG_SECONDS * 1000)
+    if "after" in options:
+        params["after"] = _integer("after", options["after"], 0)
+    return Fault(kind, model.removeprefix("models/"), remaining, params)
+
+
+class FaultRegistry:
+    """The active faults, keyed by model id or "*"; safe to use from many threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: dict[str, Fault] = {}
+
+    def add(self, fault: Fault) -> None:
+        """Activate `fault`, replacing any fault for the same model key."""
+        with self._lock:
+            self._faults[fault.model] = fault
+
+    def clear(self) -> int:
+        """Remove every fault; return how many there were."""
+        with self._lock:
+            cleared = len(self._faults)
+            self._faults.clear()
+            return cleared
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The active faults in JSON form."""
+        with self._lock:
+            return [fault.describe() for fault in self._faults.values()]
+
+    def take(self, model: str, api_method: str) -> Fault | None:
+        """The fault for one call, if any; a counted fault is used up by it.
+
+        A fault for the model itself wins over a "*" fault.
+        """
+        if not self._faults:  # the common case needs no lock
+            return None
+        with self._lock:
+            for key in (model, ANY_MODEL):
+                fault = self._faults.get(key)
+                if fault is None or not fault.applies_to(api_method):
+                    continue
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        del self._faults[key]
+                return fault
+        return None

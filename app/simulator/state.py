@@ -1,0 +1,130 @@
+"""The simulator's mutable state: global config, call counters and the request log."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+from app.simulator.faults import FaultRegistry
+
+REQUEST_LOG_SIZE = 200
+DEFAULT_CONFIG: dict[str, Any] = {"stream_chunks": 4, "chunk_delay_ms": 0, "latency_ms": 0}
+MAX_STREAM_CHUNKS = 10_000
+MAX_DELAY_MS = 600_000
+
+
+class ConfigError(ValueError):
+    """A config change that cannot be accepted."""
+
+
+class Config:
+    """Global behaviour (`stream_chunks`, `chunk_delay_ms`, `latency_ms`), thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict(DEFAULT_CONFIG)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the current values."""
+        with self._lock:
+            return dict(self._values)
+
+    def reset(self) -> None:
+        """Back to the defaults."""
+        with self._lock:
+            self._values = dict(DEFAULT_CONFIG)
+
+    def merge(self, changes: object) -> dict[str, Any]:
+        """Validate and apply `changes` (all or nothing); return the new config."""
+        if not isinstance(changes, dict):
+            raise ConfigError("the body must be a JSON object")
+        checked: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name not in DEFAULT_CONFIG:
+                raise ConfigError(f"unknown setting {name!r} (known: {', '.join(DEFAULT_CONFIG)})")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{name} must be a number")
+            if name == "stream_chunks":
+                if not isinstance(value, int) or not 1 <= value <= MAX_STREAM_CHUNKS:
+                    raise ConfigError(f"stream_chunks must be an integer in 1..{MAX_STREAM_CHUNKS}")
+            elif not 0 <= value <= MAX_DELAY_MS:
+                raise ConfigError(f"{name} must be in 0..{MAX_DELAY_MS}")
+            checked[name] = value
+        with self._lock:
+            self._values.update(checked)
+            return dict(self._values)
+
+
+class Recorder:
+    """Counts API calls and keeps the last `REQUEST_LOG_SIZE` of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._total = 0
+        self._by_model: dict[str, int] = {}
+        self._by_method: dict[str, int] = {}
+        self._faults_served = 0
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Count one API call and append it to the log."""
+        model = entry.get("model")
+        method = entry.get("api_method")
+        with self._lock:
+            self._total += 1
+            if model is not None:
+                self._by_model[model] = self._by_model.get(model, 0) + 1
+            if method is not None:
+                self._by_method[method] = self._by_method.get(method, 0) + 1
+            self._log.append(entry)
+
+    def fault_served(self) -> None:
+        """Count one call answered (or delayed) by a fault."""
+        with self._lock:
+            self._faults_served += 1
+
+    def stats(self) -> dict[str, Any]:
+        """The counters in their JSON form."""
+        with self._lock:
+            return {
+                "total": self._total,
+                "by_model": dict(self._by_model),
+                "by_method": dict(self._by_method),
+                "faults_served": self._faults_served,
+            }
+
+    def requests(self, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` logged requests, oldest first."""
+        with self._lock:
+            entries = list(self._log)
+        return entries[-limit:] if limit > 0 else []
+
+    def reset(self) -> None:
+        """Zero the counters and forget the log."""
+        with self._lock:
+            self._log.clear()
+            self._total = 0
+            self._by_model.clear()
+            self._by_method.clear()
+            self._faults_served = 0
+
+
+class SimulatorState:
+    """Everything the request handlers share."""
+
+    def __init__(self, api_key: str | None, models: list[str], verbose: bool = False) -> None:
+        self.api_key = api_key
+        self.models = list(models)
+        self.model_set = frozenset(models)
+        self.verbose = verbose
+        self.config = Config()
+        self.faults = FaultRegistry()
+        self.recorder = Recorder()
+        self.stopping = threading.Event()
+
+    def reset(self) -> None:
+        """Clear counters, faults, the request log and config."""
+        self.recorder.reset()
+        self.faults.clear()
+        self.config.reset()

@@ -1,0 +1,29 @@
+"""gunicorn settings for L104 Node; the hooks call into app.supervision."""
+
+from app.supervision import Supervisor, load_settings
+
+_settings = load_settings()
+_supervisor = Supervisor()
+
+wsgi_app = "wsgi:app"
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.web_concurrency
+worker_class = _settings.gunicorn_worker_class
+threads = _settings.gunicorn_threads
+timeout = _settings.gunicorn_timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = 5
+# Each instance would otherwise share ~/.gunicorn/gunicorn.ctl with every other master.
+control_socket_disable = True
+# Request smuggling and oversize headers: refuse early.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+
+def on_starting(server):
+    _supervisor.on_starting(server)
+
+
+def on_exit(server):
+    _supervisor.on_exit(server)

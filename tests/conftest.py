@@ -1,0 +1,61 @@
+"""Session fixtures: one real simulator and one real gunicorn node in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import Service, start_node, start_simulator
+from tests.support.simulator_client import SimulatorControl
+
+UPSTREAM_KEY = "upstream-secret-key-0123456789"
+NODE_MODELS = "gemini-3.8-flash,gemini-3.5-flash,gemini-2.5-flash-lite"
+MAX_REQUEST_BYTES = 256 * 1024
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where every process started by the tests writes its output."""
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def simulator_service(logs_dir: Path) -> Iterator[Service]:
+    """The Gemini simulator, running as its own process."""
+    service = start_simulator(logs_dir / "simulator.log", UPSTREAM_KEY)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def simulator(simulator_service: Service) -> SimulatorControl:
+    """Control of the shared simulator, reset for each test."""
+    control = SimulatorControl(simulator_service.url, UPSTREAM_KEY)
+    control.reset()
+    return control
+
+
+def node_env(simulator_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a node in front of the test simulator."""
+    return {
+        "GEMINI_API_KEY": UPSTREAM_KEY,
+        "GEMINI_API_BASE": f"{simulator_url}/v1beta",
+        "GEMINI_MODELS": NODE_MODELS,
+        "WEB_CONCURRENCY": "2",
+        "GUNICORN_THREADS": "16",
+        "UPSTREAM_TIMEOUT": "2,5",
+        "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+        "RETRY_BACKOFF_BASE": "0.01",
+        "REQUEST_DEADLINE": "8",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
+    """Real gunicorn (2 gthread workers) with gunicorn.conf.py, open to any client."""
+    service = start_node(logs_dir / "node.log", node_env(simulator_service.url))
+    yield service
+    service.stop()

@@ -1,0 +1,94 @@
+"""Healing levels, escalation with an injected clock, and delivery to every worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.breaker import BreakerBoard
+from app.clock import FakeClock
+from app.healing import LEVEL_ACTIONS, Escalation, Healer
+from app.state.sqlite_store import SqliteStateStore
+
+
+def test_escalation_climbs_and_cools_off() -> None:
+    clock = FakeClock()
+    escalation = Escalation(clock, quiet_period=60)
+    assert escalation.level is None
+    assert [escalation.trigger() for _ in range(4)] == ["light", "medium", "heavy", "heavy"]
+    clock.advance(59)
+    assert escalation.level == "heavy"
+    clock.advance(2)
+    assert escalation.level == "medium"
+    clock.advance(120)
+    assert escalation.level is None
+    assert escalation.trigger() == "light"
+
+
+def test_passing_checks_step_down() -> None:
+    escalation = Escalation(FakeClock(), quiet_period=60)
+    escalation.trigger()
+    escalation.trigger()
+    escalation.passed()
+    assert escalation.level == "light"
+    escalation.passed()
+    escalation.passed()
+    assert escalation.level is None
+
+
+class Worker:
+    """What one gunicorn worker holds: its own healer on the shared store."""
+
+    def __init__(self, store: SqliteStateStore) -> None:
+        self.board = BreakerBoard(store, fail_max=1, reset_timeout=60, max_probes=1, probe_ttl=30)
+        self.client_resets: list[str] = []
+        self.recycles: list[str] = []
+        self.rate_resets = 0
+        self.healer = Healer(
+            store,
+            self.board,
+            ["m1", "m2"],
+            reset_rate_limits=self._reset_rates,
+            reset_http_client=self.client_resets.append,
+            recycle_worker=self.recycles.append,
+        )
+
+    def _reset_rates(self) -> None:
+        self.rate_resets += 1
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStateStore:
+    return SqliteStateStore(tmp_path / "state.db", FakeClock())
+
+
+def test_light_heal_resets_breakers_and_trackers_node_wide(store: SqliteStateStore) -> None:
+    a, b = Worker(store), Worker(store)
+    b.board.get("m1").record_failure(b.board.get("m1").admit(), ConnectionError())
+    store.track_error("m1", "timeout")
+    assert a.board.get("m1").current_state == "open"
+    result = a.healer.heal(LEVEL_ACTIONS["light"], level="light", trigger="admin")
+    assert "reset_circuit_breaker (m1)" in result["actions"]  # type: ignore[operator]
+    assert b.board.get("m1").current_state == "closed"
+    assert store.model_errors() == {}
+    assert a.rate_resets == 1
+    assert a.client_resets == [] and b.client_resets == []
+
+
+def test_per_worker_actions_reach_every_worker_once(store: SqliteStateStore) -> None:
+    a, b, c = Worker(store), Worker(store), Worker(store)
+    a.healer.heal(LEVEL_ACTIONS["heavy"], level="heavy", trigger="admin")
+    assert a.client_resets == ["heal"] and a.recycles == ["heal"]
+    assert b.healer.apply_pending() == 1
+    assert b.healer.apply_pending() == 0
+    assert b.client_resets == ["heal"] and b.recycles == ["heal"]
+    a.healer.heal(LEVEL_ACTIONS["medium"], level="medium", trigger="auto_errors")
+    assert c.healer.apply_pending() == 2
+    assert c.client_resets == ["heal"]  # two heals pending, applied once
+    assert store.heal_history(5)[0]["level"] == "medium"
+
+
+def test_unknown_action_is_refused(store: SqliteStateStore) -> None:
+    with pytest.raises(ValueError):
+        Worker(store).healer.heal(["format_disk"], level="custom", trigger="admin")
