@@ -27,12 +27,13 @@ install-test: $(VENV)/.installed-test system-deps
 run: install
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
-## test: install everything the tests need, then run them all
-test: install-test
+## test: install everything the tests need, lint, then run every test
+test: install-test lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 system-deps:

@@ -10,14 +10,13 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 
-from app import events
+from app import events, rate_limits
 from app.breaker import BreakerBoard
 from app.clock import Clock
 from app.cooldowns import CooldownPolicy, Cooldowns
 from app.gateway import Gateway
 from app.healing import LEVEL_ACTIONS, Escalation, Healer, HealWatcher
 from app.logs import log_event
-from app import rate_limits
 from app.settings import Settings
 from app.state import StateStore
 from app.state.sqlite_store import SqliteStateStore

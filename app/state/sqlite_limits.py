@@ -53,7 +53,8 @@ class SqliteLimitStorage(Storage):
                 " ON CONFLICT (key) DO UPDATE SET"
                 " count = CASE WHEN expires_at <= ? THEN excluded.count"
                 " ELSE count + excluded.count END,"
-                " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at ELSE expires_at END"
+                " expires_at = CASE WHEN expires_at <= ? THEN excluded.expires_at"
+                " ELSE expires_at END"
                 " RETURNING count",
                 (key, amount, now + expiry, now, now),
             )
