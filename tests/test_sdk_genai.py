@@ -43,9 +43,7 @@ def test_generate_content_stream_arrives_incrementally(
     arrivals: list[float] = []
     texts: list[str] = []
     client = _client(node, api_version)
-    for chunk in client.models.generate_content_stream(
-        model=MODEL, contents="stream please"
-    ):
+    for chunk in client.models.generate_content_stream(model=MODEL, contents="stream please"):
         arrivals.append(time.monotonic() - started)
         texts.append(chunk.text or "")
     assert len(texts) == 4
