@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # System tools the tests use; installed with apt-get when missing.
-SYSTEM_TOOLS :=
+SYSTEM_TOOLS := nginx:nginx-light promtool:prometheus systemd-analyze:systemd
 
 .PHONY: run test lint install install-test system-deps clean
 

@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from flask import Flask
-
-from app import errors, logs, request_context, resilience
-from app.blueprints import admin, legacy, node, ops
-from app.clock import SYSTEM_CLOCK, Clock
-from app.proxies import TrustedProxyFix
-from app.settings import Settings
 from app.version import __version__
 
+if TYPE_CHECKING:
+    from flask import Flask
 
-def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> Flask:
+    from app.clock import Clock
+    from app.settings import Settings
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> Flask:
     """Build the node: settings, logging, errors, the self-healing parts, the blueprints."""
+    # Imported here, as Flask's tutorial does, so that `import app.simulator` or the gunicorn
+    # master's hooks stay light and prometheus_client is first imported inside a worker.
+    from flask import Flask
+
+    from app import errors, logs, request_context, resilience
+    from app.blueprints import admin, legacy, node, ops
+    from app.clock import SYSTEM_CLOCK
+    from app.proxies import TrustedProxyFix
+    from app.settings import Settings
+
     settings = settings or Settings.from_env(os.environ)
     app = Flask(__name__)
     app.config.update(L104_SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_request_bytes)
     logs.init_app(app, settings)
     errors.init_app(app)
     request_context.init_app(app)
-    resilience.init_app(app, settings, clock)
+    resilience.init_app(app, settings, clock or SYSTEM_CLOCK)
     for blueprint in (node.bp, legacy.bp, ops.bp, admin.bp):
         app.register_blueprint(blueprint)
     limiter = app.extensions["l104.limiter"]
@@ -32,4 +42,4 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     return app
 
 
-__all__ = ["Settings", "__version__", "create_app"]
+__all__ = ["__version__", "create_app"]

@@ -39,21 +39,24 @@ class BreakerEvents(pybreaker.CircuitBreakerListener):
             from_state=old_state.name if old_state else None,
             failures=cb.fail_counter,
         )
-        metrics.BREAKER_TRANSITIONS.labels(model, new_state.name).inc()
+        label = metrics.model_label(model)
+        metrics.BREAKER_TRANSITIONS.labels(label, new_state.name).inc()
         if new_state.name == pybreaker.STATE_OPEN:
-            metrics.CIRCUIT_BREAKS.labels(model).inc()
+            metrics.CIRCUIT_BREAKS.labels(label).inc()
 
 
 def retry_success(model: str, retries: int) -> None:
     """An upstream call succeeded after `retries` retries."""
     log_event(log, "retry_success", model=model, retries=retries)
-    metrics.RETRY_SUCCESSES.labels(model).inc()
+    metrics.RETRY_SUCCESSES.labels(metrics.model_label(model)).inc()
 
 
 def model_rotation(from_model: str, to_model: str, reasons: dict[str, str]) -> None:
     """A request was answered by another model than the first candidate."""
     log_event(log, "model_rotation", from_model=from_model, to_model=to_model, skipped=reasons)
-    metrics.MODEL_ROTATIONS.labels(from_model, to_model).inc()
+    metrics.MODEL_ROTATIONS.labels(
+        metrics.model_label(from_model), metrics.model_label(to_model)
+    ).inc()
 
 
 def model_cooldown(model: str, seconds: float, reason: str) -> None:
@@ -66,7 +69,7 @@ def model_cooldown(model: str, seconds: float, reason: str) -> None:
         seconds=round(seconds, 3),
         reason=reason,
     )
-    metrics.COOLDOWNS.labels(model, reason).inc()
+    metrics.COOLDOWNS.labels(metrics.model_label(model), reason).inc()
 
 
 def http_client_reset(reason: str, errors: int) -> None:
@@ -78,7 +81,9 @@ def http_client_reset(reason: str, errors: int) -> None:
 def heal(level: str, trigger: str, actions: list[str], **fields: Any) -> None:
     """A heal ran (`auto_heal_triggered` when the node decided it itself)."""
     event = "heal_requested" if trigger == "admin" else "auto_heal_triggered"
-    log_event(log, event, logging.WARNING, level=level, trigger=trigger, actions=actions, **fields)
+    log_event(
+        log, event, logging.WARNING, heal_level=level, trigger=trigger, actions=actions, **fields
+    )
     metrics.HEALS.labels(level, trigger).inc()
     if trigger != "admin":
         metrics.AUTO_HEALS.labels(level).inc()

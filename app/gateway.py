@@ -145,8 +145,10 @@ class Gateway:
                 breaker.release(permit)
                 raise
             breaker.record_success(permit)
-            metrics.UPSTREAM_CALLS.labels(model, "ok").inc()
-            metrics.UPSTREAM_SECONDS.labels(model).observe(time.perf_counter() - started)
+            metrics.UPSTREAM_CALLS.labels(metrics.model_label(model), "ok").inc()
+            metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(
+                time.perf_counter() - started
+            )
             if model != candidates[0]:
                 events.model_rotation(candidates[0], model, attempted.skipped)
             return result, model
@@ -162,8 +164,10 @@ class Gateway:
         started: float,
     ) -> None:
         kind = error_kind(error)
-        metrics.UPSTREAM_CALLS.labels(model, kind).inc()
-        metrics.UPSTREAM_SECONDS.labels(model).observe(time.perf_counter() - started)
+        metrics.UPSTREAM_CALLS.labels(metrics.model_label(model), kind).inc()
+        metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(
+            time.perf_counter() - started
+        )
         self._store.track_error(model, kind)
         if isinstance(error, UpstreamRateLimited):
             breaker.release(permit)
@@ -181,7 +185,7 @@ class Gateway:
     def record_stream_failure(self, model: str, error: UpstreamError) -> None:
         """A stream broke after its first byte reached the client: count it, no rotation."""
         self._store.track_error(model, error_kind(error))
-        metrics.UPSTREAM_CALLS.labels(model, error_kind(error)).inc()
+        metrics.UPSTREAM_CALLS.labels(metrics.model_label(model), error_kind(error)).inc()
         if counts_against_breaker(error):
             breaker = self._breaker(model)
             breaker.record_failure(breaker.unadmitted(), error)

@@ -47,3 +47,26 @@ AUTO_HEALS = Counter("l104_auto_heals", "Healing triggered by the node itself", 
 HEALS = Counter("l104_heals", "Heals by level and trigger", ["level", "trigger"])
 WORKER_RECYCLES = Counter("l104_worker_recycles", "Workers recycled", ["reason"])
 RATE_LIMITED = Counter("l104_rate_limited_requests", "Requests refused by the rate limit")
+HTTP_CLIENT_ERRORS = Gauge(
+    "l104_http_client_errors",
+    "Upstream connection errors counted toward a client reset",
+    multiprocess_mode="livesum",
+)
+LAST_HTTP_RESET = Gauge(
+    "l104_last_http_reset_timestamp_seconds",
+    "When an HTTP client was last replaced",
+    multiprocess_mode="max",
+)
+
+
+class ModelLabels:
+    """Model names allowed as label values; anything else is counted as `unlisted`."""
+
+    def __init__(self) -> None:
+        self.configured: frozenset[str] = frozenset()
+
+    def __call__(self, model: str) -> str:
+        return model if model in self.configured else "unlisted"
+
+
+model_label = ModelLabels()

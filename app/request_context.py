@@ -9,6 +9,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from app import metrics
 from app.logs import request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -38,10 +39,29 @@ def init_app(app: Flask) -> None:
         supplied = request.headers.get(REQUEST_ID_HEADER, "")
         request_id = supplied if _VALID_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
         g.request_id = request_id
+        g.l104_started = time.perf_counter()
         request_id_var.set(request_id)
         counter.increment()
+        metrics.IN_FLIGHT.inc()
 
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+        endpoint = endpoint_label()
+        metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        started = g.get("l104_started")
+        if started is not None:
+            metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
         return response
+
+    @app.teardown_request
+    def _done(error: BaseException | None) -> None:
+        # Runs after a streamed body is sent, so in-flight covers whole streams.
+        if g.get("l104_started") is not None:
+            metrics.IN_FLIGHT.dec()
+        request_id_var.set(None)
+
+
+def endpoint_label() -> str:
+    """A bounded name for the endpoint (`generateContent`, `ops.health`, `unmatched`)."""
+    return str(g.get("l104_endpoint") or request.endpoint or "unmatched")

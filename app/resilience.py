@@ -10,13 +10,14 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 
-from app import events, rate_limits
+from app import events, metrics, rate_limits
 from app.breaker import BreakerBoard
 from app.clock import Clock
 from app.cooldowns import CooldownPolicy, Cooldowns
 from app.gateway import Gateway
 from app.healing import LEVEL_ACTIONS, Escalation, Healer, HealWatcher
 from app.logs import log_event
+from app.metrics_export import StateCollector
 from app.settings import Settings
 from app.state import StateStore
 from app.state.sqlite_store import SqliteStateStore
@@ -39,6 +40,7 @@ def state_path(settings: Settings) -> Path:
 
 def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
     """Store, breakers, cooldowns, gateway, rate limits, healer and its watcher."""
+    metrics.model_label.configured = frozenset(settings.gemini_models)
     path = state_path(settings)
     store: StateStore = SqliteStateStore(path, clock)
     client = UpstreamClient(settings, clock)
@@ -84,6 +86,9 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
             "l104.gateway": gateway,
             "l104.healer": healer,
             "l104.heal_watcher": watcher,
+            "l104.state_collector": StateCollector(
+                store, breakers, cooldowns, settings.gemini_models
+            ),
             "l104.escalation": Escalation(clock, quiet_period=settings.auto_heal_window * 5),
         }
     )
@@ -142,6 +147,8 @@ def node_status() -> dict[str, Any]:
             "cooldown_reason": cooldown.reason if cooldown else None,
         }
     return {
+        # The node as a whole is "open" when no model's breaker lets calls through.
+        "circuit_open": all(m["circuit_state"] == "open" for m in models.values()),
         "models": models,
         "model_errors": store.model_errors(),
         "heals": store.heal_history(20),

@@ -186,6 +186,7 @@ class Settings:
     auto_heal_error_threshold: int = _env("AUTO_HEAL_ERROR_THRESHOLD", _positive_int, default=20)
     auto_heal_window: float = _env("AUTO_HEAL_WINDOW", _positive_float, default=60.0)
     admin_token: str = _env("ADMIN_TOKEN", str, default="", repr=False)
+    metrics_token: str = _env("METRICS_TOKEN", str, default="", repr=False)
     rate_limit: str = _env("RATE_LIMIT", _rate_limit, default="")
     trusted_proxies: tuple[str, ...] = _env("TRUSTED_PROXIES", _networks, default=())
     state_url: str = _env("STATE_URL", str, default="")

@@ -16,7 +16,7 @@ from flask import current_app
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from app import events
+from app import events, metrics
 from app.backoff import Backoff
 from app.clock import SYSTEM_CLOCK, Clock
 from app.errors import UpstreamMalformed, UpstreamTimeout, UpstreamUnavailable
@@ -64,19 +64,26 @@ class ClientHealth:
         self._lock = threading.Lock()
 
     def error(self) -> bool:
-        """Count an error; True when the threshold is reached (and restart the count)."""
+        """Count an error; True when the threshold is reached."""
         with self._lock:
             self.errors += 1
-            if self.errors < self.threshold:
-                return False
-            self.errors = 0
-            return True
+            metrics.HTTP_CLIENT_ERRORS.inc()
+            return self.errors >= self.threshold
 
     def success(self) -> None:
         """Count a success."""
         if self.errors:
             with self._lock:
-                self.errors = max(0, self.errors - 1)
+                if self.errors:
+                    self.errors -= 1
+                    metrics.HTTP_CLIENT_ERRORS.dec()
+
+    def clear(self) -> int:
+        """Start counting afresh (the client was replaced); returns the count it had."""
+        with self._lock:
+            errors, self.errors = self.errors, 0
+            metrics.HTTP_CLIENT_ERRORS.dec(errors)
+            return errors
 
 
 class UpstreamClient:
@@ -102,7 +109,8 @@ class UpstreamClient:
         with self._lock:
             old, self._session = self._session, build_session(self._settings)
             self.last_reset = self._clock.now()
-            errors, self.health.errors = self.health.errors, 0
+            errors = self.health.clear()
+        metrics.LAST_HTTP_RESET.set(self.last_reset)
         # Closing the old pool drops only its idle connections; ones in use finish first.
         old.close()
         events.http_client_reset(reason, errors)

@@ -78,7 +78,7 @@ def served_model(path_model: str) -> str:
         model = validate_model_name(strip_models_prefix(path_model))
     except InvalidModelName as exc:
         raise BadRequest(f"Invalid model name: {exc}.") from None
-    if model not in settings.gemini_models:
+    if model not in settings.gemini_models and not settings.allow_unlisted_models:
         raise ModelNotServed(model, settings.gemini_models)
     return model
 

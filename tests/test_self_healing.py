@@ -233,3 +233,58 @@ def test_admin_needs_the_token(node: Service, header: str | None) -> None:
         assert response.json()["error"]["status"] == "UNAUTHENTICATED"
     assert ADMIN_TOKEN not in node.log_text()
     assert events(node, "admin_auth_failed")
+
+
+def test_reset_lets_in_flight_requests_finish(node: Service, simulator: SimulatorControl) -> None:
+    simulator.fault("latency", model=FIRST, ms=1500)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(_generate, node)
+        wait_until(lambda: simulator.calls() >= 1, 5, "the slow call to reach upstream")
+        for _ in range(4):  # reach both workers, whichever holds the slow call
+            assert _heal(node, "?reset_http_client=true").status_code == 200
+        response = slow.result(timeout=10)
+    assert response.status_code == 200
+    assert response.headers["X-L104-Model"] == FIRST
+
+
+@pytest.fixture(scope="module")
+def auto_heal_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
+    """Auto-heal after 3 node-side errors; breakers that never trip; unlisted models allowed."""
+    env = node_env(
+        simulator_service.url,
+        ADMIN_TOKEN=ADMIN_TOKEN,
+        AUTO_HEAL_ERROR_THRESHOLD="3",
+        CIRCUIT_BREAKER_THRESHOLD="1000",
+        MAX_RETRY_ATTEMPTS="0",
+        ALLOW_UNLISTED_MODELS="true",
+    )
+    service = start_node(logs_dir / "auto-heal-node.log", env)
+    yield service
+    service.stop()
+
+
+def test_error_storm_triggers_escalating_auto_heals(
+    auto_heal_node: Service, simulator: SimulatorControl
+) -> None:
+    simulator.fault("504", model="*")
+    levels = []
+    for _ in range(3):
+        codes = [_generate(auto_heal_node).status_code for _ in range(3)]
+        assert codes == [504] * 3
+        heals = events(auto_heal_node, "auto_heal_triggered")
+        levels.append(heals[-1]["heal_level"] if heals else None)
+    assert levels == ["light", "medium", "heavy"]
+    heal = events(auto_heal_node, "auto_heal_triggered")[-1]
+    assert heal["trigger"] == "auto_errors" and heal["errors"] >= 3
+    assert "recycle_workers" in heal["actions"]
+    assert events(auto_heal_node, "worker_recycle_requested")
+
+
+def test_unlisted_models_when_allowed(auto_heal_node: Service, simulator: SimulatorControl) -> None:
+    unlisted = "gemini-3.1-pro-preview"
+    response = _generate(auto_heal_node, unlisted)
+    assert response.status_code == 200
+    assert response.headers["X-L104-Model"] == unlisted
+    unknown = _generate(auto_heal_node, "gemini-nonexistent")
+    assert unknown.status_code == 200  # upstream 404 for it, then the first listed model
+    assert unknown.headers["X-L104-Model"] == FIRST

@@ -6,7 +6,7 @@ import json
 from collections.abc import Generator, Iterator
 from functools import partial
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, g, request, stream_with_context
 
 from app import sse
 from app.client_auth import require_client_key
@@ -38,6 +38,7 @@ def call_model(version: str, target: str) -> Response:
     if not colon:
         raise ApiError(405, "POST needs :generateContent, :streamGenerateContent or :countTokens.")
     handler = _METHODS.get(method)
+    g.l104_endpoint = method if handler else None
     if handler is None:
         raise ApiError(404, f"Method not found: {method[:64]}.")
     return handler(served_model(path_model))

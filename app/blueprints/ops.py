@@ -1,14 +1,21 @@
-"""Operations endpoints: `/health` (liveness)."""
+"""Operations endpoints: `/health` (liveness), `/ready` (readiness) and `/metrics`."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from datetime import UTC, datetime
+from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client.exposition import choose_encoder
 
+from app import metrics_export
+from app.cooldowns import Cooldowns
+from app.errors import ApiError
 from app.request_context import RequestCounter
 from app.settings import Settings
+from app.state import StateStore
 from app.version import __version__
 
 bp = Blueprint("ops", __name__)
@@ -29,3 +36,93 @@ def health() -> Response:
         models=list(settings.gemini_models),
         version=__version__,
     )
+
+
+@bp.get("/ready")
+def ready() -> tuple[Response, int]:
+    """Readiness: 200 while some model can be used, 503 with the reasons otherwise."""
+    settings: Settings = current_app.config["L104_SETTINGS"]
+    store: StateStore = current_app.extensions["l104.state"]
+    cooldowns: Cooldowns = current_app.extensions["l104.cooldowns"]
+    resting = cooldowns.active()
+    reasons: dict[str, str] = {}
+    for model in settings.gemini_models:
+        state = store.breaker(model).state
+        if state == "open":
+            reasons[model] = "circuit_open"
+        elif model in resting:
+            reasons[model] = resting[model].reason
+    usable = [m for m in settings.gemini_models if m not in reasons]
+    body = {"ready": bool(usable), "usable_models": usable, "unusable_models": reasons}
+    return jsonify(body), 200 if usable else 503
+
+
+def _check_metrics_token() -> None:
+    settings: Settings = current_app.config["L104_SETTINGS"]
+    if not settings.metrics_token:
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), settings.metrics_token.encode()
+    ):
+        raise ApiError(
+            401,
+            "Send Authorization: Bearer <METRICS_TOKEN> to read metrics.",
+            headers={"WWW-Authenticate": 'Bearer realm="l104-metrics"'},
+        )
+
+
+def _wants_json() -> bool:
+    if request.args.get("format") == "json":
+        return True
+    best = request.accept_mimetypes.best_match(["text/plain", "application/json"])
+    return best == "application/json"
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text (or OpenMetrics when asked), or the L104 JSON view."""
+    _check_metrics_token()
+    registry = metrics_export.scrape_registry(current_app.extensions["l104.state_collector"])
+    if _wants_json():
+        return jsonify(_json_view(list(registry.collect())))
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encoder(registry), content_type=content_type)
+
+
+def _json_view(families: list[Any]) -> dict[str, Any]:
+    """The L104 design's metrics shape, node-wide, plus per-model detail."""
+    settings: Settings = current_app.config["L104_SETTINGS"]
+    store: StateStore = current_app.extensions["l104.state"]
+    cooldowns: Cooldowns = current_app.extensions["l104.cooldowns"]
+    totals = metrics_export.totals(families)
+    resting = cooldowns.active()
+    models: dict[str, Any] = {}
+    for model in settings.gemini_models:
+        record = store.breaker(model)
+        rest = resting.get(model)
+        models[model] = {
+            "circuit_state": record.state,
+            "circuit_breaker_failures": record.failures,
+            "cooldown_seconds": round(cooldowns.remaining(rest), 3) if rest else 0.0,
+            "errors": store.model_errors().get(model, {}),
+        }
+    last_reset = metrics_export.gauge_value(
+        families, "l104_last_http_reset_timestamp_seconds", "max"
+    )
+    return {
+        "self_healing": {
+            "auto_heal_enabled": settings.auto_heal_enabled,
+            "circuit_breaker_open": all(m["circuit_state"] == "open" for m in models.values()),
+            "circuit_breaker_failures": sum(m["circuit_breaker_failures"] for m in models.values()),
+            "http_client_errors": int(
+                metrics_export.gauge_value(families, "l104_http_client_errors") or 0
+            ),
+            "last_http_reset": last_reset or None,
+        },
+        "auto_heals": int(totals.get("l104_auto_heals", 0)),
+        "circuit_breaks": int(totals.get("l104_circuit_breaks", 0)),
+        "connection_resets": int(totals.get("l104_connection_resets", 0)),
+        "retry_successes": int(totals.get("l104_retry_successes", 0)),
+        "models": models,
+    }

@@ -1,0 +1,116 @@
+"""What /metrics serves: the workers' metrics summed node-wide, plus the shared state.
+
+Worker metrics come from prometheus_client's multiprocess files when PROMETHEUS_MULTIPROC_DIR
+is set (under gunicorn), else from this process. Breaker states, cooldowns and build info are
+read from the node-wide store at scrape time, so they are right whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from app.breaker import BreakerBoard
+from app.cooldowns import Cooldowns
+from app.state import StateStore
+from app.version import __version__
+
+BREAKER_STATES = ("closed", "open", "half-open")
+
+
+class _ThisProcess(Collector):
+    """The default registry's metrics (when not under gunicorn's multiprocess mode)."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+class StateCollector(Collector):
+    """Node-wide state from the store: breakers, cooldowns, build info."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        breakers: BreakerBoard,
+        cooldowns: Cooldowns,
+        models: tuple[str, ...],
+    ) -> None:
+        self._store = store
+        self._breakers = breakers
+        self._cooldowns = cooldowns
+        self._models = models
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "l104_circuit_breaker_state",
+            "1 for the state each model's breaker is in",
+            labels=["model", "state"],
+        )
+        failures = GaugeMetricFamily(
+            "l104_circuit_breaker_failures",
+            "Consecutive failures counted by each breaker",
+            labels=["model"],
+        )
+        cooldown = GaugeMetricFamily(
+            "l104_model_cooldown_seconds",
+            "Seconds until a rate-limited model is used again",
+            labels=["model"],
+        )
+        resting = self._cooldowns.active()
+        open_count = 0
+        for model in self._models:
+            record = self._store.breaker(model)
+            open_count += record.state == "open"
+            for name in BREAKER_STATES:
+                state.add_metric([model, name], 1.0 if record.state == name else 0.0)
+            failures.add_metric([model], record.failures)
+            rest = resting.get(model)
+            cooldown.add_metric([model], self._cooldowns.remaining(rest) if rest else 0.0)
+        yield state
+        yield failures
+        yield cooldown
+        yield GaugeMetricFamily(
+            "l104_node_circuit_open",
+            "1 when every model's breaker is open",
+            value=1.0 if open_count == len(self._models) else 0.0,
+        )
+        info = GaugeMetricFamily("l104_build_info", "Version of the node", labels=["version"])
+        info.add_metric([__version__], 1.0)
+        yield info
+
+
+def scrape_registry(state: StateCollector) -> CollectorRegistry:
+    """A registry for one scrape: all workers' metrics plus the shared state."""
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_ThisProcess())
+    registry.register(state)
+    return registry
+
+
+def totals(families: Iterable[Metric]) -> dict[str, float]:
+    """Each counter family's node-wide total (labels summed), by family name."""
+    result: dict[str, float] = {}
+    for family in families:
+        if family.type != "counter":
+            continue
+        result[family.name] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return result
+
+
+def gauge_value(families: Iterable[Metric], name: str, how: str = "sum") -> Any:
+    """A gauge's node-wide value: the sum (or max) of its samples; None when absent."""
+    values = [
+        sample.value for family in families if family.name == name for sample in family.samples
+    ]
+    if not values:
+        return None
+    return max(values) if how == "max" else sum(values)
