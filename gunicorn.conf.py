@@ -3,7 +3,7 @@
 from app.supervision import Supervisor, load_settings
 
 _settings = load_settings()
-_supervisor = Supervisor()
+_supervisor = Supervisor(_settings)
 
 wsgi_app = "wsgi:app"
 bind = f"{_settings.host}:{_settings.port}"
@@ -23,6 +23,22 @@ limit_request_field_size = 8190
 
 def on_starting(server):
     _supervisor.on_starting(server)
+
+
+def post_worker_init(worker):
+    _supervisor.post_worker_init(worker)
+
+
+def post_request(worker, req, environ, resp):
+    _supervisor.post_request(worker, req, environ, resp)
+
+
+def worker_abort(worker):
+    _supervisor.worker_abort(worker)
+
+
+def child_exit(server, worker):
+    _supervisor.child_exit(server, worker)
 
 
 def on_exit(server):

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Flask, Response, g
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 # google.rpc status names for the HTTP codes the node answers with.
@@ -138,6 +138,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
         g.l104_fail_fast = error.fail_fast
+        request.environ["l104.fail_fast"] = error.fail_fast  # read by gunicorn's post_request
         return error_response(error)
 
     @app.errorhandler(HTTPException)

@@ -97,7 +97,7 @@ class Healer:
         *,
         reset_rate_limits: Callable[[], None],
         reset_http_client: Callable[[str], None],
-        recycle_worker: Callable[[str], None],
+        recycle_worker: Callable[[str], object],
     ) -> None:
         self._store = store
         self._breakers = breakers
@@ -109,9 +109,19 @@ class Healer:
         self.seen_generation = store.heal_generation()
 
     def heal(
-        self, actions: Sequence[str], *, level: str, trigger: str, **context: object
+        self,
+        actions: Sequence[str],
+        *,
+        level: str,
+        trigger: str,
+        local: bool = False,
+        **context: object,
     ) -> dict[str, object]:
-        """Run a heal with `actions` now; returns what was done, as /self/heal reports it."""
+        """Run a heal with `actions` now; returns what was done, as /self/heal reports it.
+
+        Node-wide parts run once here. Per-worker parts reach every worker, or with `local`
+        only this one (the watchdog heals the worker it watches).
+        """
         unknown = set(actions) - set(ALL_ACTIONS)
         if unknown:
             raise ValueError(f"unknown heal actions: {sorted(unknown)}")
@@ -131,11 +141,14 @@ class Healer:
             self._store.clear("cooldowns")
             done.append(CLEAR_COOLDOWNS)
         per_worker = [a for a in actions if a in PER_WORKER_ACTIONS]
+        shared = [a for a in actions if not (local and a in PER_WORKER_ACTIONS)]
         now = self._store.clock.now()
-        record = {"at": now, "level": level, "trigger": trigger, "actions": list(actions)}
+        record = {"at": now, "level": level, "trigger": trigger, "actions": shared}
         generation = self._store.record_heal(record)
         done.extend(per_worker)
         events.heal(level, trigger, done, generation=generation, **context)
+        if local:
+            self._apply(set(per_worker))
         self.apply_pending()
         return {"actions": done, "generation": generation, "level": level, "at": now}
 
@@ -154,10 +167,7 @@ class Healer:
             ]
             self.seen_generation = generation
         actions = {a for h in pending for a in h["actions"]}
-        if RESET_HTTP_CLIENT in actions:
-            self._reset_http_client("heal")
-        if RECYCLE_WORKERS in actions:
-            self._recycle_worker("heal")
+        self._apply(actions)
         log_event(
             log,
             "heal_applied",
@@ -166,12 +176,22 @@ class Healer:
         )
         return len(pending)
 
+    def _apply(self, actions: set[str]) -> None:
+        if RESET_HTTP_CLIENT in actions:
+            self._reset_http_client("heal")
+        if RECYCLE_WORKERS in actions:
+            self._recycle_worker("heal")
+
 
 class HealWatcher:
-    """A daemon thread per worker that applies new heals within `interval` seconds."""
+    """A daemon thread per worker that applies new heals within `interval` seconds, and
+    retries a recycle that is waiting for its turn."""
 
-    def __init__(self, healer: Healer, interval: float = 0.25) -> None:
+    def __init__(
+        self, healer: Healer, interval: float = 0.25, tick: Callable[[], object] = lambda: None
+    ) -> None:
         self._healer = healer
+        self._tick = tick
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -190,5 +210,6 @@ class HealWatcher:
         while not self._stop.wait(self._interval):
             try:
                 self._healer.apply_pending()
+                self._tick()
             except Exception:  # a broken check must not end the watcher
                 log.exception("heal_watch_failed", extra={"event": "heal_watch_failed"})

@@ -17,16 +17,43 @@ _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class RequestCounter:
-    """Counts requests served by this process (thread-safe under the GIL)."""
+    """This worker's requests: the total, those in flight, and errors since last asked."""
 
     def __init__(self) -> None:
         self._counter = itertools.count(1)
         self.total = 0
         self.started = time.monotonic()
+        self.in_flight: dict[int, float] = {}
+        self.window_requests = 0
+        self.window_errors = 0
 
     def increment(self) -> None:
         """Count one request."""
         self.total = next(self._counter)
+
+    def begin(self, key: int) -> None:
+        """A request started."""
+        self.in_flight[key] = time.monotonic()
+
+    def end(self, key: int) -> None:
+        """A request ended (its whole body was sent)."""
+        self.in_flight.pop(key, None)
+
+    def record(self, status: int) -> None:
+        """Count an answered status for the error rate; 5xx is an error."""
+        self.window_requests += 1
+        self.window_errors += status >= 500
+
+    def oldest_in_flight(self) -> float:
+        """Age in seconds of the oldest request still running (0 if none)."""
+        starts = list(self.in_flight.values())
+        return time.monotonic() - min(starts) if starts else 0.0
+
+    def take_window(self) -> tuple[int, int]:
+        """Requests and errors since the last call, and start a new window."""
+        window = (self.window_requests, self.window_errors)
+        self.window_requests = self.window_errors = 0
+        return window
 
 
 def init_app(app: Flask) -> None:
@@ -42,6 +69,7 @@ def init_app(app: Flask) -> None:
         g.l104_started = time.perf_counter()
         request_id_var.set(request_id)
         counter.increment()
+        counter.begin(id(request._get_current_object()))  # type: ignore[attr-defined]
         metrics.IN_FLIGHT.inc()
 
     @app.after_request
@@ -49,6 +77,8 @@ def init_app(app: Flask) -> None:
         response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
         endpoint = endpoint_label()
         metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        if not g.get("l104_fail_fast"):
+            counter.record(response.status_code)
         started = g.get("l104_started")
         if started is not None:
             metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
@@ -59,6 +89,7 @@ def init_app(app: Flask) -> None:
         # Runs after a streamed body is sent, so in-flight covers whole streams.
         if g.get("l104_started") is not None:
             metrics.IN_FLIGHT.dec()
+            counter.end(id(request._get_current_object()))  # type: ignore[attr-defined]
         request_id_var.set(None)
 
 

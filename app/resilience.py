@@ -10,21 +10,23 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 
-from app import events, metrics, rate_limits
+from app import events, health_checks, metrics, rate_limits
 from app.breaker import BreakerBoard
 from app.clock import Clock
 from app.cooldowns import CooldownPolicy, Cooldowns
 from app.gateway import Gateway
-from app.healing import LEVEL_ACTIONS, Escalation, Healer, HealWatcher
-from app.logs import log_event
+from app.healing import LEVEL_ACTIONS, LEVELS, Escalation, Healer, HealWatcher
 from app.metrics_export import StateCollector
+from app.recycling import Recycler
+from app.request_context import RequestCounter
 from app.settings import Settings
 from app.state import StateStore
 from app.state.sqlite_store import SqliteStateStore
 from app.upstream import UpstreamClient
+from app.watchdog import Watchdog, WatchdogConfig
 
 log = logging.getLogger("l104.resilience")
-RECYCLE_REQUESTED = "l104.recycle_requested"
+AUTO_TRIGGER = "auto_errors"
 
 
 def state_path(settings: Settings) -> Path:
@@ -64,19 +66,37 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
     )
     limiter = rate_limits.init_app(app, settings, f"l104sqlite://{path}")
 
-    def recycle_worker(reason: str) -> None:
-        app.extensions[RECYCLE_REQUESTED] = reason
-        log_event(log, "worker_recycle_requested", logging.WARNING, reason=reason)
-
+    recycler = Recycler(
+        store, clock, slot_ttl=settings.graceful_timeout + 30, min_age=settings.worker_min_age
+    )
     healer = Healer(
         store,
         breakers,
         settings.gemini_models,
         reset_rate_limits=lambda: rate_limits.reset(limiter),
         reset_http_client=client.reset,
-        recycle_worker=recycle_worker,
+        recycle_worker=recycler.request,
     )
-    watcher = HealWatcher(healer)
+    watcher = HealWatcher(healer, tick=recycler.try_now)
+    requests_seen: RequestCounter = app.extensions["l104.requests"]
+    watchdog = Watchdog(
+        {
+            "upstream": health_checks.upstream_reachable(store, settings.gemini_models),
+            "error_rate": health_checks.error_rate(requests_seen, settings.watchdog_error_ratio),
+            "stuck_requests": health_checks.stuck_requests(
+                requests_seen, settings.request_deadline + 30
+            ),
+            "memory": health_checks.memory(settings.watchdog_max_rss_mb * 2**20),
+        },
+        Escalation(clock, quiet_period=settings.watchdog_interval * 4),
+        lambda actions, level: healer.heal(actions, level=level, trigger="watchdog", local=True),
+        recycler.request,
+        WatchdogConfig(
+            settings.watchdog_interval,
+            settings.watchdog_failure_threshold,
+            settings.watchdog_exit_on_failure,
+        ),
+    )
     app.extensions.update(
         {
             "l104.upstream": client,
@@ -86,10 +106,11 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
             "l104.gateway": gateway,
             "l104.healer": healer,
             "l104.heal_watcher": watcher,
+            "l104.recycler": recycler,
+            "l104.watchdog": watchdog,
             "l104.state_collector": StateCollector(
                 store, breakers, cooldowns, settings.gemini_models
             ),
-            "l104.escalation": Escalation(clock, quiet_period=settings.auto_heal_window * 5),
         }
     )
     if settings.auto_heal_enabled:
@@ -113,17 +134,27 @@ def _count_errors_for_auto_heal(response: Response) -> Response:
     errors = store.count_endpoint_error(endpoint, settings.auto_heal_window)
     if errors >= settings.auto_heal_error_threshold:
         store.clear("endpoint_errors")
-        escalation: Escalation = current_app.extensions["l104.escalation"]
-        level = escalation.trigger()
+        level = auto_heal_level(store, quiet_period=settings.auto_heal_window * 5)
         healer: Healer = current_app.extensions["l104.healer"]
         healer.heal(
             LEVEL_ACTIONS[level],
             level=level,
-            trigger="auto_errors",
+            trigger=AUTO_TRIGGER,
             endpoint=endpoint,
             errors=errors,
         )
     return response
+
+
+def auto_heal_level(store: StateStore, quiet_period: float) -> str:
+    """Node-wide escalation: each auto heal within the quiet period climbs one level."""
+    since = store.clock.now() - quiet_period
+    recent = [
+        h
+        for h in store.heal_history(len(LEVELS))
+        if h.get("trigger") == AUTO_TRIGGER and h["at"] > since
+    ]
+    return LEVELS[min(len(recent), len(LEVELS) - 1)]
 
 
 def node_status() -> dict[str, Any]:

@@ -105,6 +105,13 @@ def _port(raw: str) -> int:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be 0 or a positive number of seconds")
+    return value
+
+
 def _non_negative_int(raw: str) -> int:
     value = int(raw)
     if value < 0:
@@ -191,6 +198,16 @@ class Settings:
     trusted_proxies: tuple[str, ...] = _env("TRUSTED_PROXIES", _networks, default=())
     state_url: str = _env("STATE_URL", str, default="")
     state_dir: str = _env("L104_STATE_DIR", str, default="")
+    # worker healing (gunicorn hooks and the watchdog)
+    enable_watchdog: bool = _env("ENABLE_WATCHDOG_ENV", _bool, default=True)
+    watchdog_interval: float = _env("WATCHDOG_INTERVAL", _positive_float, default=30.0)
+    watchdog_failure_threshold: int = _env("WATCHDOG_FAILURE_THRESHOLD", _positive_int, default=3)
+    watchdog_exit_on_failure: bool = _env("WATCHDOG_EXIT_ON_FAILURE", _bool, default=True)
+    watchdog_max_rss_mb: int = _env("WATCHDOG_MAX_RSS_MB", _positive_int, default=512)
+    watchdog_error_ratio: float = _env("WATCHDOG_ERROR_RATIO", _positive_float, default=0.5)
+    worker_max_failures: int = _env("WORKER_MAX_FAILURES", _positive_int, default=50)
+    worker_failure_window: float = _env("WORKER_FAILURE_WINDOW", _positive_float, default=60.0)
+    worker_min_age: float = _env("WORKER_MIN_AGE", _non_negative_float, default=30.0)
     # gunicorn (read by gunicorn.conf.py)
     host: str = _env("HOST", str, default="127.0.0.1")
     web_concurrency: int = _env("WEB_CONCURRENCY", _positive_int, default=2)

@@ -101,3 +101,16 @@ class StateStore(Protocol):
     def heal_history(self, limit: int) -> list[dict[str, Any]]:
         """The latest heals, newest first."""
         ...
+
+    def acquire_recycle_slot(self, pid: int, reason: str, ttl: float) -> bool:
+        """Take the node's one recycle slot for worker `pid` (a slot older than `ttl` is
+        taken over); the reason is kept for the master's log."""
+        ...
+
+    def release_recycle_slot(self) -> None:
+        """A fresh worker is serving: the next worker may recycle."""
+        ...
+
+    def recycle_reason(self, pid: int) -> str | None:
+        """Why worker `pid` recycled itself, if it did (read once by the master)."""
+        ...

@@ -7,13 +7,12 @@ breaker opened by one worker fails fast in all of them. Each thread has its own 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 from app.clock import SYSTEM_CLOCK, Clock
 from app.state import BreakerRecord, Cooldown
+from app.state.sqlite_db import SqliteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS breakers (
@@ -28,6 +27,11 @@ CREATE TABLE IF NOT EXISTS endpoint_errors (endpoint TEXT NOT NULL, at REAL NOT 
 CREATE INDEX IF NOT EXISTS endpoint_errors_at ON endpoint_errors (endpoint, at);
 CREATE TABLE IF NOT EXISTS heals (generation INTEGER PRIMARY KEY AUTOINCREMENT,
     record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS recycle_slot (id INTEGER PRIMARY KEY CHECK (id = 1),
+    pid INTEGER, since REAL NOT NULL DEFAULT 0);
+INSERT OR IGNORE INTO recycle_slot (id, pid, since) VALUES (1, NULL, 0);
+CREATE TABLE IF NOT EXISTS recycles (pid INTEGER PRIMARY KEY, reason TEXT NOT NULL,
+    at REAL NOT NULL);
 """
 _FIELDS = frozenset({"failures", "successes"})
 _CLEARABLE = {
@@ -39,27 +43,12 @@ _CLEARABLE = {
 HEAL_HISTORY_KEPT = 200
 
 
-class SqliteStateStore:
+class SqliteStateStore(SqliteFile):
     """`StateStore` on a SQLite file shared by the node's processes."""
 
     def __init__(self, path: Path | str, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.path = str(path)
+        super().__init__(str(path), _SCHEMA)
         self.clock = clock
-        self._local = threading.local()
-        with self._db() as db:
-            db.executescript(_SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=OFF")
-            self._local.db = db
-        return db
-
-    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> int:
-        return self._db().execute(sql, params).rowcount
 
     def _ensure_breaker(self, name: str) -> None:
         self._write("INSERT OR IGNORE INTO breakers (name) VALUES (?)", (name,))
@@ -67,13 +56,9 @@ class SqliteStateStore:
     # breakers
     def breaker(self, name: str) -> BreakerRecord:
         """The stored breaker (closed and zeroed if never seen)."""
-        row = (
-            self._db()
-            .execute(
-                "SELECT state, failures, successes, opened_at, probes FROM breakers WHERE name = ?",
-                (name,),
-            )
-            .fetchone()
+        row = self._one(
+            "SELECT state, failures, successes, opened_at, probes FROM breakers WHERE name = ?",
+            (name,),
         )
         return BreakerRecord(*row) if row else BreakerRecord()
 
@@ -101,13 +86,9 @@ class SqliteStateStore:
         if field not in _FIELDS:
             raise ValueError(field)
         self._ensure_breaker(name)
-        row = (
-            self._db()
-            .execute(
-                f"UPDATE breakers SET {field} = {field} + ? WHERE name = ? RETURNING {field}",
-                (delta, name),
-            )
-            .fetchone()
+        row = self._one(
+            f"UPDATE breakers SET {field} = {field} + ? WHERE name = ? RETURNING {field}",
+            (delta, name),
         )
         return int(row[0])
 
@@ -115,7 +96,7 @@ class SqliteStateStore:
         """Set a counter to 0, reading first so the common case writes nothing."""
         if field not in _FIELDS:
             raise ValueError(field)
-        row = self._db().execute(f"SELECT {field} FROM breakers WHERE name = ?", (name,)).fetchone()
+        row = self._one(f"SELECT {field} FROM breakers WHERE name = ?", (name,))
         if row and row[0]:
             self._write(f"UPDATE breakers SET {field} = 0 WHERE name = ?", (name,))
 
@@ -135,7 +116,7 @@ class SqliteStateStore:
                 " probes_since = CASE WHEN probes_since < :stale THEN :now ELSE probes_since END"
                 " WHERE name = :name AND state = 'half-open'"
                 " AND (probes < :limit OR probes_since < :stale)",
-                {"stale": stale, "now": now, "name": name, "limit": limit},  # type: ignore[arg-type]
+                {"stale": stale, "now": now, "name": name, "limit": limit},
             )
             == 1
         )
@@ -156,7 +137,7 @@ class SqliteStateStore:
 
     def cooldowns(self) -> dict[str, Cooldown]:
         """Models resting now."""
-        rows = self._db().execute(
+        rows = self._all(
             "SELECT model, until, reason FROM cooldowns WHERE until > ?", (self.clock.now(),)
         )
         return {model: Cooldown(until, reason) for model, until, reason in rows}
@@ -172,19 +153,16 @@ class SqliteStateStore:
     def model_errors(self) -> dict[str, dict[str, int]]:
         """Upstream errors per model and kind since the last heal."""
         result: dict[str, dict[str, int]] = {}
-        for model, kind, count in self._db().execute("SELECT model, kind, count FROM model_errors"):
+        for model, kind, count in self._all("SELECT model, kind, count FROM model_errors"):
             result.setdefault(model, {})[kind] = count
         return result
 
     def count_endpoint_error(self, endpoint: str, window: float) -> int:
         """Count one error on `endpoint`; return the errors in the last `window` seconds."""
         now = self.clock.now()
-        db = self._db()
-        db.execute("DELETE FROM endpoint_errors WHERE at <= ?", (now - window,))
-        db.execute("INSERT INTO endpoint_errors (endpoint, at) VALUES (?, ?)", (endpoint, now))
-        row = db.execute(
-            "SELECT COUNT(*) FROM endpoint_errors WHERE endpoint = ?", (endpoint,)
-        ).fetchone()
+        self._write("DELETE FROM endpoint_errors WHERE at <= ?", (now - window,))
+        self._write("INSERT INTO endpoint_errors (endpoint, at) VALUES (?, ?)", (endpoint, now))
+        row = self._one("SELECT COUNT(*) FROM endpoint_errors WHERE endpoint = ?", (endpoint,))
         return int(row[0])
 
     def clear(self, what: str) -> None:
@@ -194,21 +172,45 @@ class SqliteStateStore:
     # heals
     def record_heal(self, record: dict[str, Any]) -> int:
         """Store a heal and return the new heal generation."""
-        db = self._db()
-        generation = db.execute(
+        generation = self._one(
             "INSERT INTO heals (record) VALUES (?) RETURNING generation", (json.dumps(record),)
-        ).fetchone()[0]
-        db.execute("DELETE FROM heals WHERE generation <= ?", (generation - HEAL_HISTORY_KEPT,))
+        )[0]
+        self._write("DELETE FROM heals WHERE generation <= ?", (generation - HEAL_HISTORY_KEPT,))
         return int(generation)
 
     def heal_generation(self) -> int:
         """How many heals the node has recorded."""
-        row = self._db().execute("SELECT MAX(generation) FROM heals").fetchone()
+        row = self._one("SELECT MAX(generation) FROM heals")
         return int(row[0] or 0)
 
     def heal_history(self, limit: int) -> list[dict[str, Any]]:
         """The latest heals, newest first."""
-        rows = self._db().execute(
+        rows = self._all(
             "SELECT generation, record FROM heals ORDER BY generation DESC LIMIT ?", (limit,)
         )
         return [{"generation": g, **json.loads(r)} for g, r in rows]
+
+    # worker recycling
+    def acquire_recycle_slot(self, pid: int, reason: str, ttl: float) -> bool:
+        """Take the node's one recycle slot for `pid`; a slot older than `ttl` is taken over."""
+        now = self.clock.now()
+        taken = self._write(
+            "UPDATE recycle_slot SET pid = ?, since = ? WHERE id = 1"
+            " AND (pid IS NULL OR pid = ? OR since < ?)",
+            (pid, now, pid, now - ttl),
+        )
+        if taken:
+            self._write(
+                "INSERT OR REPLACE INTO recycles (pid, reason, at) VALUES (?, ?, ?)",
+                (pid, reason, now),
+            )
+        return taken == 1
+
+    def release_recycle_slot(self) -> None:
+        """A fresh worker is serving: the next worker may recycle."""
+        self._write("UPDATE recycle_slot SET pid = NULL WHERE id = 1 AND pid IS NOT NULL")
+
+    def recycle_reason(self, pid: int) -> str | None:
+        """Why worker `pid` recycled itself, if it did (read once, then forgotten)."""
+        row = self._one("DELETE FROM recycles WHERE pid = ? RETURNING reason", (pid,))
+        return str(row[0]) if row else None

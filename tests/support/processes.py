@@ -125,3 +125,12 @@ def start_node(log_path: Path, env: Mapping[str, str], timeout: float = 30) -> S
         f"http://127.0.0.1:{port}/health",
         timeout,
     )
+
+
+def child_pids(pid: int) -> set[int]:
+    """The direct children of `pid` (gunicorn's workers, for its master)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return {int(p) for p in children.read().split()}
+    except FileNotFoundError:
+        return set()

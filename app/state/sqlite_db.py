@@ -1,0 +1,46 @@
+"""One SQLite file shared by the node's processes: a connection per thread, WAL mode."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Any
+
+
+class SqliteFile:
+    """Connections to one SQLite file, and statements that never linger."""
+
+    def __init__(self, path: str, schema: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._db().executescript(schema)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")
+            self._local.db = db
+        return db
+
+    # Every statement is run to its end and its cursor closed: a statement left open keeps
+    # its transaction, which pins an old snapshot for reads and holds the lock for writes.
+    def _write(self, sql: str, params: Any = ()) -> int:
+        cursor = self._db().execute(sql, params)
+        try:
+            cursor.fetchall()
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+    def _one(self, sql: str, params: Any = ()) -> Any:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    def _all(self, sql: str, params: Any = ()) -> list[Any]:
+        cursor = self._db().execute(sql, params)
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()

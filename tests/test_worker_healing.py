@@ -1,0 +1,123 @@
+"""Worker-level healing through real gunicorn: recycles lose no request."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import node_env
+from tests.support.load import Load
+from tests.support.logs import events
+from tests.support.processes import Service, child_pids, start_node, wait_until
+from tests.support.simulator_client import SimulatorControl
+
+ADMIN = "worker-admin-token-0123456789"
+PROMPT = {"contents": [{"parts": [{"text": "keep going"}]}]}
+
+
+@pytest.fixture
+def worker_node(simulator_service: Service, logs_dir: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A fresh node per test: 2 workers, recycle after 3 failures, no minimum age."""
+    env = node_env(
+        simulator_service.url,
+        ADMIN_TOKEN=ADMIN,
+        WORKER_MAX_FAILURES="3",
+        WORKER_MIN_AGE="0",
+        CIRCUIT_BREAKER_THRESHOLD="1000",
+        MAX_RETRY_ATTEMPTS="0",
+        AUTO_HEAL_ENABLED="false",
+        GRACEFUL_TIMEOUT="10",
+    )
+    service = start_node(logs_dir / f"{request.node.name}.log", env)
+    wait_until(lambda: len(events(service, "worker_ready")) == 2, 15, "two workers ready")
+    yield service
+    service.stop()
+
+
+def _list_models(node: Service) -> callable:  # type: ignore[valid-type]
+    return lambda session: session.get(f"{node.url}/v1beta/models", timeout=10)
+
+
+def _generate(node: Service) -> callable:  # type: ignore[valid-type]
+    return lambda session: session.post(
+        f"{node.url}/v1beta/models/gemini-3.8-flash:generateContent", json=PROMPT, timeout=10
+    )
+
+
+def test_failing_worker_is_replaced_while_clients_see_nothing(
+    worker_node: Service, simulator: SimulatorControl
+) -> None:
+    master = worker_node.process.pid
+    before = child_pids(master)
+    # Generation fails on every model; model listing (the clients' load) keeps working.
+    simulator.fault("500", model="*")
+    with Load(_list_models(worker_node), clients=6) as load:
+        for _ in range(12):
+            requests.post(
+                f"{worker_node.url}/v1beta/models/gemini-3.8-flash:generateContent",
+                json=PROMPT,
+                timeout=10,
+            )
+        wait_until(lambda: not (before <= child_pids(master)), 15, "a worker to be replaced")
+        time.sleep(0.5)
+    assert load.total > 0 and load.failures() == {}
+    recycled = [e for e in events(worker_node, "worker_recycled") if e["reason"] == "failures"]
+    assert recycled and recycled[0]["pid"] in before
+
+
+def test_heal_recycles_every_worker_one_at_a_time(
+    worker_node: Service, simulator: SimulatorControl
+) -> None:
+    master = worker_node.process.pid
+    before = child_pids(master)
+    live_counts: list[int] = []
+    with Load(_generate(worker_node), clients=6) as load:
+        response = requests.post(
+            f"{worker_node.url}/self/heal?recycle_workers=true",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            pids = child_pids(master)
+            live_counts.append(len(pids))
+            if len(pids) == 2 and not (pids & before):
+                break
+            time.sleep(0.02)
+    after = child_pids(master)
+    assert len(after) == 2 and not (after & before), (before, after)
+    assert min(live_counts) >= 1
+    assert load.total > 0 and load.failures() == {}
+    reasons = [e["reason"] for e in events(worker_node, "worker_recycled")]
+    assert reasons.count("heal") == 2
+
+
+def test_kill_9_of_a_worker_under_load(worker_node: Service, simulator: SimulatorControl) -> None:
+    master = worker_node.process.pid
+    victim = min(child_pids(master))
+    with Load(_generate(worker_node), clients=6) as load:
+        wait_until(lambda: load.total > 20, 10, "load to start")
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: len(child_pids(master)) == 2 and victim not in child_pids(master),
+            15,
+            "the master to replace the killed worker",
+        )
+        settled = load.total
+        wait_until(lambda: load.total > settled + 50, 15, "load after the replacement")
+        failures_after_kill = dict(load.failures())
+        late = load.total
+    # What the clients saw: at most the requests in flight on the killed worker failed.
+    assert sum(failures_after_kill.values()) <= 6, failures_after_kill
+    assert load.total > late - 1
+    assert any(
+        e["pid"] == victim and e["reason"] == "exited"
+        for e in events(worker_node, "worker_recycled")
+    )
+    print(f"kill -9 under load: {load.total} calls, failures {failures_after_kill}")
