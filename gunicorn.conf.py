@@ -1,5 +1,6 @@
 """gunicorn settings for L104 Node; the hooks call into app.supervision."""
 
+from app.logs import gunicorn_logconfig
 from app.supervision import Supervisor, load_settings
 
 _settings = load_settings()
@@ -19,6 +20,8 @@ control_socket_disable = True
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+# gunicorn's own error and access logs as JSON lines, like the node's.
+logconfig_dict = gunicorn_logconfig(_settings)
 
 
 def on_starting(server):

@@ -6,11 +6,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
-
-from flask import Flask
 
 from app.settings import Settings
 
@@ -27,17 +26,19 @@ MIN_REDACTED_LENGTH = 8
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON line; values in `secrets` are replaced wherever they occur."""
 
-    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(self, secrets: tuple[str, ...] | list[str] = ()) -> None:
         super().__init__()
         self.secrets = tuple(s for s in secrets if len(s) >= MIN_REDACTED_LENGTH)
 
     def format(self, record: logging.LogRecord) -> str:
         """One JSON object; the record's extra attributes become fields."""
+        if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
+            return self._finish(access_entry(record))
         message = record.getMessage()
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
-            "event": getattr(record, "event", None) or message,
+            "event": getattr(record, "event", None) or "log",
             "logger": record.name,
             "worker_pid": record.process,
             "request_id": request_id_var.get(),
@@ -49,10 +50,62 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        return self._finish(entry)
+
+    def _finish(self, entry: dict[str, Any]) -> str:
         line = json.dumps(entry, default=str)
         for secret in self.secrets:
             line = line.replace(secret, _REDACTED)
         return line
+
+
+def access_entry(record: logging.LogRecord) -> dict[str, Any]:
+    """gunicorn's access log record as JSON fields. The query string is left out: clients
+    may send their key as `?key=`."""
+    atoms: Any = record.args
+    request_id = atoms["{x-request-id}o"]
+    return {
+        "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        "level": record.levelname,
+        "event": "access",
+        "logger": record.name,
+        "worker_pid": record.process,
+        "request_id": None if request_id in ("-", "") else request_id,
+        "remote_addr": atoms["h"],
+        "method": atoms["m"],
+        "path": atoms["U"],
+        "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
+        "bytes": atoms["B"],
+        "duration_ms": atoms["M"],
+        "user_agent": atoms["a"],
+    }
+
+
+def gunicorn_logconfig(settings: Settings) -> dict[str, Any]:
+    """`logconfig_dict` for gunicorn: its error and access logs as JSON lines on stderr."""
+    formatter = {"()": "app.logs.JsonFormatter", "secrets": settings.secrets}
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": formatter},
+        "handlers": {"console": handler, "error_console": handler},
+        "root": {"level": settings.log_level, "handlers": []},
+        "loggers": {
+            "gunicorn.error": {
+                "level": settings.log_level,
+                "handlers": ["error_console"],
+                "propagate": False,
+                "qualname": "gunicorn.error",
+            },
+            "gunicorn.access": {
+                "level": "INFO" if settings.access_log else "WARNING",
+                "handlers": ["console"],
+                "propagate": False,
+                "qualname": "gunicorn.access",
+            },
+        },
+    }
 
 
 def log_event(
@@ -75,7 +128,7 @@ def configure(level: str, secrets: tuple[str, ...] = ()) -> None:
     handler.setFormatter(JsonFormatter(secrets))
 
 
-def init_app(app: Flask, settings: Settings) -> None:
+def init_app(app: Any, settings: Settings) -> None:
     """Configure logging for the node and warn about an open node."""
     configure(settings.log_level, settings.secrets)
     log = logging.getLogger("l104.startup")

@@ -134,6 +134,8 @@ def _count_errors_for_auto_heal(response: Response) -> Response:
     errors = store.count_endpoint_error(endpoint, settings.auto_heal_window)
     if errors >= settings.auto_heal_error_threshold:
         store.clear("endpoint_errors")
+        if recent_auto_heals(store, settings.auto_heal_min_interval):
+            return response  # no heal storm: healing again so soon would fight the breakers
         level = auto_heal_level(store, quiet_period=settings.auto_heal_window * 5)
         healer: Healer = current_app.extensions["l104.healer"]
         healer.heal(
@@ -146,15 +148,19 @@ def _count_errors_for_auto_heal(response: Response) -> Response:
     return response
 
 
-def auto_heal_level(store: StateStore, quiet_period: float) -> str:
-    """Node-wide escalation: each auto heal within the quiet period climbs one level."""
-    since = store.clock.now() - quiet_period
-    recent = [
-        h
+def recent_auto_heals(store: StateStore, seconds: float) -> int:
+    """How many of the latest heals were automatic and happened in the last `seconds`."""
+    since = store.clock.now() - seconds
+    return sum(
+        1
         for h in store.heal_history(len(LEVELS))
         if h.get("trigger") == AUTO_TRIGGER and h["at"] > since
-    ]
-    return LEVELS[min(len(recent), len(LEVELS) - 1)]
+    )
+
+
+def auto_heal_level(store: StateStore, quiet_period: float) -> str:
+    """Node-wide escalation: each auto heal within the quiet period climbs one level."""
+    return LEVELS[min(recent_auto_heals(store, quiet_period), len(LEVELS) - 1)]
 
 
 def node_status() -> dict[str, Any]:

@@ -172,6 +172,7 @@ class Settings:
     upstream_pool_size: int = _env("UPSTREAM_POOL_SIZE", _positive_int, default=100)
     port: int = _env("PORT", _port, default=8081)
     log_level: str = _env("LOG_LEVEL", _log_level, default="INFO")
+    access_log: bool = _env("ACCESS_LOG", _bool, default=True)
     node_api_keys: tuple[str, ...] = _env("NODE_API_KEYS", _csv, default=(), repr=False)
     max_request_bytes: int = _env("MAX_REQUEST_BYTES", _positive_int, default=20 * 1024 * 1024)
     simulator_mode: bool = _env("L104_SIMULATOR_MODE", _bool, default=False)
@@ -192,6 +193,9 @@ class Settings:
     auto_heal_enabled: bool = _env("AUTO_HEAL_ENABLED", _bool, default=True)
     auto_heal_error_threshold: int = _env("AUTO_HEAL_ERROR_THRESHOLD", _positive_int, default=20)
     auto_heal_window: float = _env("AUTO_HEAL_WINDOW", _positive_float, default=60.0)
+    auto_heal_min_interval: float = _env(
+        "AUTO_HEAL_MIN_INTERVAL", _non_negative_float, default=60.0
+    )
     admin_token: str = _env("ADMIN_TOKEN", str, default="", repr=False)
     metrics_token: str = _env("METRICS_TOKEN", str, default="", repr=False)
     rate_limit: str = _env("RATE_LIMIT", _rate_limit, default="")

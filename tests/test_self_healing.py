@@ -254,6 +254,7 @@ def auto_heal_node(simulator_service: Service, logs_dir: Path) -> Iterator[Servi
         simulator_service.url,
         ADMIN_TOKEN=ADMIN_TOKEN,
         AUTO_HEAL_ERROR_THRESHOLD="3",
+        AUTO_HEAL_MIN_INTERVAL="0",
         CIRCUIT_BREAKER_THRESHOLD="1000",
         MAX_RETRY_ATTEMPTS="0",
         ALLOW_UNLISTED_MODELS="true",
