@@ -10,11 +10,11 @@ from collections.abc import MutableMapping
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 BANNER = """
-#####################################################################
-#  L104 Node is in SIMULATOR MODE: GEMINI_API_KEY is not set.       #
-#  Answers come from the bundled Gemini simulator at {url:<15}#
-#  Set GEMINI_API_KEY to call Google's Gemini API instead.          #
-#####################################################################
+######################################################################
+##  L104 Node is in SIMULATOR MODE: GEMINI_API_KEY is not set.
+##  Answers come from the bundled Gemini simulator at {url}
+##  Set GEMINI_API_KEY to call Google's Gemini API instead.
+######################################################################
 """
 
 
