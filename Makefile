@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # System tools the tests use; installed with apt-get when missing.
-SYSTEM_TOOLS := nginx:nginx-light promtool:prometheus systemd-analyze:systemd
+SYSTEM_TOOLS := nginx:nginx-light promtool:prometheus systemd-analyze:systemd wrk:wrk
 
-.PHONY: run test lint install install-test system-deps clean
+.PHONY: run test lint bench install install-test system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: install
 ## test: install everything the tests need, lint, then run every test
 test: install-test lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## bench: measure the node against direct calls and nginx (see README, Performance)
+bench: install-test
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check .

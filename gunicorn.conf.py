@@ -10,7 +10,8 @@ wsgi_app = "wsgi:app"
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = _settings.gunicorn_worker_class
-threads = _settings.gunicorn_threads
+# gunicorn turns a sync worker with threads > 1 into gthread: threads only for gthread.
+threads = _settings.gunicorn_threads if worker_class == "gthread" else 1
 timeout = _settings.gunicorn_timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = 5

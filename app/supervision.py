@@ -179,3 +179,5 @@ class Supervisor:
             pid=os.getpid(),
             timeout=self.settings.gunicorn_timeout,
         )
+        if self.flask_app is not None:
+            self.flask_app.extensions["l104.state"].note_recycle_reason(os.getpid(), "timeout")

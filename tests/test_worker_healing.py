@@ -68,6 +68,8 @@ def test_failing_worker_is_replaced_while_clients_see_nothing(
     assert load.total > 0 and load.failures() == {}
     recycled = [e for e in events(worker_node, "worker_recycled") if e["reason"] == "failures"]
     assert recycled and recycled[0]["pid"] in before
+    metrics = requests.get(f"{worker_node.url}/metrics", timeout=10).text
+    assert 'l104_worker_recycles_total{reason="failures"}' in metrics
 
 
 def test_heal_recycles_every_worker_one_at_a_time(
@@ -121,3 +123,35 @@ def test_kill_9_of_a_worker_under_load(worker_node: Service, simulator: Simulato
         for e in events(worker_node, "worker_recycled")
     )
     print(f"kill -9 under load: {load.total} calls, failures {failures_after_kill}")
+
+
+def test_hung_sync_worker_is_killed_and_logged(
+    simulator_service: Service, simulator: SimulatorControl, logs_dir: Path
+) -> None:
+    env = node_env(
+        simulator_service.url,
+        GUNICORN_WORKER_CLASS="sync",
+        GUNICORN_TIMEOUT="2",
+        UPSTREAM_TIMEOUT="30",
+        REQUEST_DEADLINE="30",
+        WEB_CONCURRENCY="1",
+    )
+    node = start_node(logs_dir / "hung-sync-worker.log", env)
+    try:
+        simulator.fault("hang", model="*", seconds=20)
+        with pytest.raises(requests.RequestException):
+            requests.post(
+                f"{node.url}/v1beta/models/gemini-3.8-flash:generateContent",
+                json=PROMPT,
+                timeout=15,
+            ).raise_for_status()
+        wait_until(lambda: events(node, "worker_abort"), 10, "the worker_abort line")
+        wait_until(
+            lambda: any(e["reason"] == "timeout" for e in events(node, "worker_recycled")),
+            10,
+            "the master to log the timeout",
+        )
+        simulator.reset()
+        wait_until(lambda: requests.get(f"{node.url}/health", timeout=5).ok, 10, "a fresh worker")
+    finally:
+        node.stop()

@@ -111,6 +111,10 @@ class StateStore(Protocol):
         """A fresh worker is serving: the next worker may recycle."""
         ...
 
+    def note_recycle_reason(self, pid: int, reason: str) -> None:
+        """Record why worker `pid` is leaving (for the master's log)."""
+        ...
+
     def recycle_reason(self, pid: int) -> str | None:
         """Why worker `pid` recycled itself, if it did (read once by the master)."""
         ...

@@ -200,11 +200,15 @@ class SqliteStateStore(SqliteFile):
             (pid, now, pid, now - ttl),
         )
         if taken:
-            self._write(
-                "INSERT OR REPLACE INTO recycles (pid, reason, at) VALUES (?, ?, ?)",
-                (pid, reason, now),
-            )
+            self.note_recycle_reason(pid, reason)
         return taken == 1
+
+    def note_recycle_reason(self, pid: int, reason: str) -> None:
+        """Record why worker `pid` is leaving (for the master's log)."""
+        self._write(
+            "INSERT OR REPLACE INTO recycles (pid, reason, at) VALUES (?, ?, ?)",
+            (pid, reason, self.clock.now()),
+        )
 
     def release_recycle_slot(self) -> None:
         """A fresh worker is serving: the next worker may recycle."""
