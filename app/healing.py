@@ -16,6 +16,7 @@ from app import events
 from app.breaker import BreakerBoard
 from app.clock import Clock
 from app.logs import log_event
+from app.periodic import Periodic
 from app.state import StateStore
 
 log = logging.getLogger("l104.healing")
@@ -183,33 +184,12 @@ class Healer:
             self._recycle_worker("heal")
 
 
-class HealWatcher:
-    """A daemon thread per worker that applies new heals within `interval` seconds, and
-    retries a recycle that is waiting for its turn."""
+def heal_watcher(healer: Healer, tick: Callable[[], object], interval: float = 0.25) -> Periodic:
+    """A thread per worker that applies new heals within `interval` seconds, then runs `tick`
+    (which retries a recycle waiting for its turn)."""
 
-    def __init__(
-        self, healer: Healer, interval: float = 0.25, tick: Callable[[], object] = lambda: None
-    ) -> None:
-        self._healer = healer
-        self._tick = tick
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def watch() -> None:
+        healer.apply_pending()
+        tick()
 
-    def start(self) -> None:
-        """Start watching (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="l104-heal-watcher", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop watching."""
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._healer.apply_pending()
-                self._tick()
-            except Exception:  # a broken check must not end the watcher
-                log.exception("heal_watch_failed", extra={"event": "heal_watch_failed"})
+    return Periodic("heal_watcher", interval, watch)

@@ -6,7 +6,6 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 
@@ -15,7 +14,7 @@ from app.breaker import BreakerBoard
 from app.clock import Clock
 from app.cooldowns import CooldownPolicy, Cooldowns
 from app.gateway import Gateway
-from app.healing import LEVEL_ACTIONS, LEVELS, Escalation, Healer, HealWatcher
+from app.healing import LEVEL_ACTIONS, LEVELS, Escalation, Healer, heal_watcher
 from app.metrics_export import StateCollector
 from app.recycling import Recycler
 from app.request_context import RequestCounter
@@ -77,7 +76,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         reset_http_client=client.reset,
         recycle_worker=recycler.request,
     )
-    watcher = HealWatcher(healer, tick=recycler.try_now)
+    watcher = heal_watcher(healer, tick=recycler.try_now)
     requests_seen: RequestCounter = app.extensions["l104.requests"]
     watchdog = Watchdog(
         {
@@ -161,37 +160,3 @@ def recent_auto_heals(store: StateStore, seconds: float) -> int:
 def auto_heal_level(store: StateStore, quiet_period: float) -> str:
     """Node-wide escalation: each auto heal within the quiet period climbs one level."""
     return LEVELS[min(recent_auto_heals(store, quiet_period), len(LEVELS) - 1)]
-
-
-def node_status() -> dict[str, Any]:
-    """Breakers, cooldowns, trackers and heal history, node-wide (for /self/status)."""
-    settings: Settings = current_app.config["L104_SETTINGS"]
-    store: StateStore = current_app.extensions["l104.state"]
-    breakers: BreakerBoard = current_app.extensions["l104.breakers"]
-    cooldowns: Cooldowns = current_app.extensions["l104.cooldowns"]
-    client: UpstreamClient = current_app.extensions["l104.upstream"]
-    resting = cooldowns.active()
-    models = {}
-    for model in settings.gemini_models:
-        record = store.breaker(model)
-        cooldown = resting.get(model)
-        models[model] = {
-            "circuit_state": record.state,
-            "failures": record.failures,
-            "opened_at": record.opened_at,
-            "retry_after_seconds": round(breakers.get(model).retry_after(), 3),
-            "cooldown_seconds": round(cooldowns.remaining(cooldown), 3) if cooldown else 0.0,
-            "cooldown_reason": cooldown.reason if cooldown else None,
-        }
-    return {
-        # The node as a whole is "open" when no model's breaker lets calls through.
-        "circuit_open": all(m["circuit_state"] == "open" for m in models.values()),
-        "models": models,
-        "model_errors": store.model_errors(),
-        "heals": store.heal_history(20),
-        "worker": {
-            "pid": os.getpid(),
-            "http_client_errors": client.health.errors,
-            "last_http_reset": client.last_reset,
-        },
-    }

@@ -157,7 +157,7 @@ class Supervisor:
         extensions["l104.recycler"].bind(worker)
         extensions["l104.heal_watcher"].start()
         if self.settings.enable_watchdog:
-            extensions["l104.watchdog"].start()
+            extensions["l104.watchdog"].thread.start()
         from app.logs import log_event
 
         log_event(log, "worker_ready", pid=os.getpid(), worker_class=type(worker).__name__)

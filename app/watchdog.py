@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.healing import LEVEL_ACTIONS, RECYCLE_WORKERS, Escalation
 from app.logs import log_event
+from app.periodic import Periodic
 
 log = logging.getLogger("l104.watchdog")
 Check = Callable[[], str | None]  # None when healthy, else what is wrong
@@ -47,8 +47,7 @@ class Watchdog:
         self._recycle = recycle
         self.config = config
         self.failed_rounds = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.thread = Periodic("watchdog", config.interval, self.run_once)
 
     def run_once(self) -> dict[str, str]:
         """One round: every check, then heal (or step down). Returns the failed checks."""
@@ -90,20 +89,3 @@ class Watchdog:
                     pid=os.getpid(),
                 )
         return failed
-
-    def start(self) -> None:
-        """Start the watchdog thread (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="l104-watchdog", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current round."""
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.config.interval):
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("watchdog_failed", extra={"event": "watchdog_failed"})

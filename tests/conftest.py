@@ -7,12 +7,26 @@ from pathlib import Path
 
 import pytest
 
+from app.clock import FakeClock
+from app.state.sqlite_store import SqliteStateStore
 from tests.support.processes import Service, start_node, start_simulator
 from tests.support.simulator_client import SimulatorControl
 
 UPSTREAM_KEY = "upstream-secret-key-0123456789"
 NODE_MODELS = "gemini-3.8-flash,gemini-3.5-flash,gemini-2.5-flash-lite"
 MAX_REQUEST_BYTES = 256 * 1024
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test says so."""
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> SqliteStateStore:
+    """A fresh node-wide state store on the fake clock."""
+    return SqliteStateStore(tmp_path / "state.db", clock)
 
 
 @pytest.fixture(scope="session")

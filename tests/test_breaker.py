@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pybreaker
 import pytest
@@ -21,16 +20,6 @@ class Recorder(pybreaker.CircuitBreakerListener):
 
     def state_change(self, cb, old_state, new_state):  # type: ignore[no-untyped-def]
         self.changes.append((old_state.name if old_state else None, new_state.name))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> SqliteStateStore:
-    return SqliteStateStore(tmp_path / "state.db", clock)
 
 
 def _breaker(

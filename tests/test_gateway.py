@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from app.breaker import BreakerBoard
@@ -36,16 +34,6 @@ class Upstream:
         if isinstance(outcome, BaseException):
             raise outcome
         return f"{outcome} from {model}"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> SqliteStateStore:
-    return SqliteStateStore(tmp_path / "state.db", clock)
 
 
 @pytest.fixture

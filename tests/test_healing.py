@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from app.breaker import BreakerBoard
@@ -56,11 +54,6 @@ class Worker:
 
     def _reset_rates(self) -> None:
         self.rate_resets += 1
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStateStore:
-    return SqliteStateStore(tmp_path / "state.db", FakeClock())
 
 
 def test_light_heal_resets_breakers_and_trackers_node_wide(store: SqliteStateStore) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from app.clock import FakeClock
 from app.recycling import Recycler
 from app.state.sqlite_store import SqliteStateStore
@@ -16,16 +14,6 @@ class FakeWorker:
     """Stands for a gunicorn worker: recycling flips `alive`."""
 
     alive = True
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> SqliteStateStore:
-    return SqliteStateStore(tmp_path / "state.db", clock)
 
 
 def _recycler(store: SqliteStateStore, clock: FakeClock, min_age: float = 0) -> Recycler:

@@ -85,7 +85,7 @@ def test_429_storm_loses_nothing_and_rests_the_model(
     ).json()
     assert status["models"][FIRST]["cooldown_reason"] == "rate_limited"
     assert 25 < status["models"][FIRST]["cooldown_seconds"] <= 30
-    assert status["model_errors"][FIRST] == {"rate_limited": 1}
+    assert status["models"][FIRST]["errors"] == {"rate_limited": 1}
 
 
 def test_all_models_cooling_down_is_429_with_retry_hint(

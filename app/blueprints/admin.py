@@ -12,6 +12,7 @@ from app.errors import ApiError
 from app.healing import ALL_ACTIONS, LEVEL_ACTIONS, Healer
 from app.logs import log_event
 from app.settings import Settings
+from app.status import node_status
 
 bp = Blueprint("admin", __name__, url_prefix="/self")
 log = logging.getLogger("l104.admin")
@@ -79,6 +80,4 @@ def heal() -> Response:
 @bp.get("/status")
 def status() -> Response:
     """Breakers, cooldowns, model error trackers and heal history."""
-    from app.resilience import node_status
-
     return jsonify(node_status())

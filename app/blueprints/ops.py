@@ -10,12 +10,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client.exposition import choose_encoder
 
-from app import metrics_export
-from app.cooldowns import Cooldowns
+from app import metrics_export, status
 from app.errors import ApiError
 from app.request_context import RequestCounter
 from app.settings import Settings
-from app.state import StateStore
 from app.version import __version__
 
 bp = Blueprint("ops", __name__)
@@ -41,17 +39,12 @@ def health() -> Response:
 @bp.get("/ready")
 def ready() -> tuple[Response, int]:
     """Readiness: 200 while some model can be used, 503 with the reasons otherwise."""
+    reasons = {
+        model: reason
+        for model, state in status.model_states().items()
+        if (reason := status.unusable_reason(state))
+    }
     settings: Settings = current_app.config["L104_SETTINGS"]
-    store: StateStore = current_app.extensions["l104.state"]
-    cooldowns: Cooldowns = current_app.extensions["l104.cooldowns"]
-    resting = cooldowns.active()
-    reasons: dict[str, str] = {}
-    for model in settings.gemini_models:
-        state = store.breaker(model).state
-        if state == "open":
-            reasons[model] = "circuit_open"
-        elif model in resting:
-            reasons[model] = resting[model].reason
     usable = [m for m in settings.gemini_models if m not in reasons]
     body = {"ready": bool(usable), "usable_models": usable, "unusable_models": reasons}
     return jsonify(body), 200 if usable else 503
@@ -93,28 +86,16 @@ def metrics() -> Response:
 def _json_view(families: list[Any]) -> dict[str, Any]:
     """The L104 design's metrics shape, node-wide, plus per-model detail."""
     settings: Settings = current_app.config["L104_SETTINGS"]
-    store: StateStore = current_app.extensions["l104.state"]
-    cooldowns: Cooldowns = current_app.extensions["l104.cooldowns"]
     totals = metrics_export.totals(families)
-    resting = cooldowns.active()
-    models: dict[str, Any] = {}
-    for model in settings.gemini_models:
-        record = store.breaker(model)
-        rest = resting.get(model)
-        models[model] = {
-            "circuit_state": record.state,
-            "circuit_breaker_failures": record.failures,
-            "cooldown_seconds": round(cooldowns.remaining(rest), 3) if rest else 0.0,
-            "errors": store.model_errors().get(model, {}),
-        }
+    models = status.model_states()
     last_reset = metrics_export.gauge_value(
         families, "l104_last_http_reset_timestamp_seconds", "max"
     )
     return {
         "self_healing": {
             "auto_heal_enabled": settings.auto_heal_enabled,
-            "circuit_breaker_open": all(m["circuit_state"] == "open" for m in models.values()),
-            "circuit_breaker_failures": sum(m["circuit_breaker_failures"] for m in models.values()),
+            "circuit_breaker_open": status.all_open(models),
+            "circuit_breaker_failures": sum(m["failures"] for m in models.values()),
             "http_client_errors": int(
                 metrics_export.gauge_value(families, "l104_http_client_errors") or 0
             ),
