@@ -7,12 +7,26 @@ import threading
 from typing import Any
 
 
+def os_thread_local() -> threading.local:
+    """Storage per OS thread. Under gevent, `threading.local` is per greenlet, which would
+    open a connection per request; greenlets of one thread can share one, since a SQLite
+    call never yields to another greenlet."""
+    try:
+        from gevent import monkey  # type: ignore[import-untyped]
+    except ImportError:
+        return threading.local()
+    if monkey.is_module_patched("threading"):
+        local: threading.local = monkey.get_original("threading", "local")()
+        return local
+    return threading.local()
+
+
 class SqliteFile:
     """Connections to one SQLite file, and statements that never linger."""
 
     def __init__(self, path: str, schema: str) -> None:
         self.path = path
-        self._local = threading.local()
+        self._local = os_thread_local()
         self._db().executescript(schema)
 
     def _db(self) -> sqlite3.Connection:
