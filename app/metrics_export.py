@@ -63,10 +63,11 @@ class StateCollector(Collector):
             labels=["model"],
         )
         resting = self._cooldowns.active()
-        open_count = 0
+        open_count = usable = 0
         for model in self._models:
             record = self._store.breaker(model)
             open_count += record.state == "open"
+            usable += record.state != "open" and model not in resting
             for name in BREAKER_STATES:
                 state.add_metric([model, name], 1.0 if record.state == name else 0.0)
             failures.add_metric([model], record.failures)
@@ -79,6 +80,9 @@ class StateCollector(Collector):
             "l104_node_circuit_open",
             "1 when every model's breaker is open",
             value=1.0 if open_count == len(self._models) else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "l104_usable_models", "Models neither open nor cooling down", value=float(usable)
         )
         info = GaugeMetricFamily("l104_build_info", "Version of the node", labels=["version"])
         info.add_metric([__version__], 1.0)

@@ -8,6 +8,8 @@ from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.settings import UNIX_SOCKET_PEER
+
 WSGIApp = Any
 
 
@@ -17,9 +19,16 @@ class TrustedProxyFix:
     def __init__(self, app: WSGIApp, trusted: Iterable[str]) -> None:
         self._plain = app
         self._fixed = ProxyFix(app, x_for=1, x_proto=1)
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in trusted]
+        trusted = list(trusted)
+        # Over a unix socket gunicorn gives no peer address: "unix" trusts that peer.
+        self._unix = UNIX_SOCKET_PEER in trusted
+        self._networks = [
+            ipaddress.ip_network(n, strict=False) for n in trusted if n != UNIX_SOCKET_PEER
+        ]
 
     def _trusted(self, address: str | None) -> bool:
+        if not address:
+            return self._unix
         try:
             peer = ipaddress.ip_address(address or "")
         except ValueError:
@@ -27,6 +36,6 @@ class TrustedProxyFix:
         return any(peer in network for network in self._networks)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if self._networks and self._trusted(environ.get("REMOTE_ADDR")):
+        if self._trusted(environ.get("REMOTE_ADDR")):
             return self._fixed(environ, start_response)
         return self._plain(environ, start_response)

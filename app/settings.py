@@ -13,6 +13,8 @@ from limits import parse_many
 
 from app.model_names import InvalidModelName, validate_model_name
 
+# In TRUSTED_PROXIES: trust a proxy that reaches gunicorn over its unix socket.
+UNIX_SOCKET_PEER = "unix"
 GOOGLE_API_BASE = "https://generativelanguage.googleapis.com/v1beta"
 DEFAULT_MODELS = (
     "gemini-3.8-flash",
@@ -140,6 +142,8 @@ def _rate_limit(raw: str) -> str:
 def _networks(raw: str) -> tuple[str, ...]:
     networks = _csv(raw)
     for network in networks:
+        if network == UNIX_SOCKET_PEER:
+            continue
         try:
             ipaddress.ip_network(network, strict=False)
         except ValueError:

@@ -46,6 +46,7 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 ALERT_NAMES = {
     "L104CircuitBreakerOpen",
     "L104AllModelsUnavailable",
+    "L104NoUsableModel",
     "L104HealStorm",
     "L104FrequentWorkerRecycles",
     "L104AllModelsCoolingDown",
