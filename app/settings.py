@@ -244,10 +244,6 @@ class Settings:
                 raise SettingsError(var, reason) from None
         return cls(**values)
 
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with some fields changed (tests build settings this way)."""
-        return dataclasses.replace(self, **changes)
-
     @property
     def upstream_kind(self) -> str:
         """Which upstream is configured: google, simulator or custom."""
@@ -259,11 +255,5 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs, metrics or responses."""
-        return tuple(s for s in (self.gemini_api_key, self.admin_token, *self.node_api_keys) if s)
-
-    def env_var(self, name: str) -> str:
-        """The environment variable behind settings field `name`."""
-        return str(_FIELDS[name].metadata["env"])
-
-
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+        values = (self.gemini_api_key, self.admin_token, self.metrics_token, *self.node_api_keys)
+        return tuple(s for s in values if s)

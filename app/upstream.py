@@ -99,11 +99,6 @@ class UpstreamClient:
         self.health = ClientHealth(settings.http_client_error_threshold)
         self.last_reset: float | None = None
 
-    @property
-    def session(self) -> requests.Session:
-        """The current session; in-flight calls keep the one they started with."""
-        return self._session
-
     def reset(self, reason: str = "heal") -> None:
         """Replace the session and its pool; calls already running finish on the old one."""
         with self._lock:
@@ -114,10 +109,6 @@ class UpstreamClient:
         # Closing the old pool drops only its idle connections; ones in use finish first.
         old.close()
         events.http_client_reset(reason, errors)
-
-    def close(self) -> None:
-        """Close the current session."""
-        self._session.close()
 
     def _connection_failed(self) -> None:
         if self.health.error():

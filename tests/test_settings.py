@@ -82,9 +82,16 @@ def test_bad_values_name_the_variable(var: str, value: str, problem: str) -> Non
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    settings = Settings.from_env({"GEMINI_API_KEY": "sekrit-1", "NODE_API_KEYS": "sekrit-2"})
+    settings = Settings.from_env(
+        {
+            "GEMINI_API_KEY": "sekrit-1",
+            "NODE_API_KEYS": "sekrit-2,sekrit-3",
+            "ADMIN_TOKEN": "sekrit-4",
+            "METRICS_TOKEN": "sekrit-5",
+        }
+    )
     assert "sekrit" not in repr(settings)
-    assert set(settings.secrets) == {"sekrit-1", "sekrit-2"}
+    assert set(settings.secrets) == {f"sekrit-{n}" for n in range(1, 6)}
 
 
 def test_gunicorn_refuses_to_start_with_one_clear_line() -> None:

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, g, request, stream_with_context
 
 from app import sse
 from app.client_auth import require_client_key
-from app.errors import ApiError, BadRequest, UpstreamError, UpstreamMalformed
+from app.errors import ApiError, BadRequest, UpstreamError, UpstreamMalformed, sse_error_event
 from app.resilience import get_gateway
 from app.upstream import get_client
 from app.validation import (
@@ -103,7 +103,7 @@ def _sse_frames(model: str, first: bytes, events: Generator[bytes, None, None]) 
         for data in relay(model, events):
             yield sse.frame(data)
     except ApiError as error:
-        yield sse.frame(json.dumps(error.body()).encode())
+        yield sse_error_event(error)
 
 
 def _array_frames(
