@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -201,7 +202,15 @@ def test_heal_clears_state_and_reaches_every_worker(
             if e.get("generation") == generation
         }
 
-    wait_until(lambda: len(applied_by()) >= 2, 1.5, "every worker to apply the heal")
+    wait_until(lambda: len(applied_by()) >= 2, 5, "every worker to apply the heal")
+    requested = next(e for e in events(node, "heal_requested") if e.get("generation") == generation)
+    applied = [e for e in events(node, "heal_applied") if generation in e["generations"]]
+    lag = max(_seconds(e["ts"]) - _seconds(requested["ts"]) for e in applied)
+    assert lag <= 1.0, f"a worker applied the heal {lag:.2f}s after it was requested"
+
+
+def _seconds(ts: str) -> float:
+    return datetime.fromisoformat(ts).timestamp()
 
 
 def test_heal_options_choose_actions(node: Service, simulator: SimulatorControl) -> None:
