@@ -107,6 +107,7 @@ class Healer:
         self._reset_http_client = reset_http_client
         self._recycle_worker = recycle_worker
         self._lock = threading.Lock()
+        self.seen_epoch = store.heal_epoch()
         self.seen_generation = store.heal_generation()
 
     def heal(
@@ -156,6 +157,11 @@ class Healer:
     def apply_pending(self) -> int:
         """Apply the per-worker part of heals recorded since this worker last looked."""
         generation = self._store.heal_generation()
+        epoch = self._store.heal_epoch()
+        if epoch != self.seen_epoch:
+            # The state backend changed (Redis down or back): its generations are not ours.
+            self.seen_epoch, self.seen_generation = epoch, generation
+            return 0
         if generation == self.seen_generation:
             return 0
         with self._lock:

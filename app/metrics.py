@@ -47,6 +47,14 @@ AUTO_HEALS = Counter("l104_auto_heals", "Healing triggered by the node itself", 
 HEALS = Counter("l104_heals", "Heals by level and trigger", ["level", "trigger"])
 WORKER_RECYCLES = Counter("l104_worker_recycles", "Workers recycled", ["reason"])
 RATE_LIMITED = Counter("l104_rate_limited_requests", "Requests refused by the rate limit")
+STATE_BACKEND_DEGRADED = Counter(
+    "l104_state_backend_degraded", "Times a worker fell back from Redis to local state"
+)
+STATE_BACKEND_LOCAL = Gauge(
+    "l104_state_backend_local",
+    "1 while a worker serves from local state instead of Redis",
+    multiprocess_mode="livemax",
+)
 HTTP_CLIENT_ERRORS = Gauge(
     "l104_http_client_errors",
     "Upstream connection errors counted toward a client reset",

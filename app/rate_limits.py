@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flask import Flask, Response
 from flask_limiter import Limiter, RequestLimit
@@ -32,6 +33,12 @@ def _refused(limit: RequestLimit) -> Response:
 
 def init_app(app: Flask, settings: Settings, storage_uri: str) -> Limiter:
     """Limit each client (peer address, or X-Forwarded-For from a trusted proxy)."""
+    on_redis = storage_uri.startswith(("redis", "rediss", "unix"))
+    # With Redis: short timeouts, and per-worker limits while Redis is unreachable.
+    redis_options: dict[str, Any] = {
+        "socket_timeout": settings.state_timeout,
+        "socket_connect_timeout": settings.state_timeout,
+    }
     limiter = Limiter(
         get_remote_address,
         default_limits=[settings.rate_limit] if settings.rate_limit else [],
@@ -41,6 +48,9 @@ def init_app(app: Flask, settings: Settings, storage_uri: str) -> Limiter:
         on_breach=_refused,
         key_prefix="l104",
         enabled=bool(settings.rate_limit),
+        storage_options=redis_options if on_redis else {},
+        in_memory_fallback_enabled=on_redis,
+        swallow_errors=True,
     )
     limiter.init_app(app)
     app.extensions["l104.limiter"] = limiter

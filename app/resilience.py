@@ -20,6 +20,8 @@ from app.recycling import Recycler
 from app.request_context import RequestCounter
 from app.settings import Settings
 from app.state import StateStore
+from app.state.failover import FailoverStateStore
+from app.state.redis_store import RedisStateStore
 from app.state.sqlite_store import SqliteStateStore
 from app.upstream import UpstreamClient
 from app.watchdog import Watchdog, WatchdogConfig
@@ -43,7 +45,13 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
     """Store, breakers, cooldowns, gateway, rate limits, healer and its watcher."""
     metrics.model_label.configured = frozenset(settings.gemini_models)
     path = state_path(settings)
-    store: StateStore = SqliteStateStore(path, clock)
+    local = SqliteStateStore(path, clock)
+    store: StateStore = local
+    limits_uri = f"l104sqlite://{path}"
+    if settings.state_url:
+        shared = RedisStateStore.from_url(settings.state_url, settings.state_timeout, clock)
+        store = FailoverStateStore(shared, local)
+        limits_uri = settings.state_url
     client = UpstreamClient(settings, clock)
     breakers = BreakerBoard(
         store,
@@ -63,7 +71,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         settings.request_deadline,
         settings.allow_unlisted_models,
     )
-    limiter = rate_limits.init_app(app, settings, f"l104sqlite://{path}")
+    limiter = rate_limits.init_app(app, settings, limits_uri)
 
     recycler = Recycler(
         store, clock, slot_ttl=settings.graceful_timeout + 30, min_age=settings.worker_min_age

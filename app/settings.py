@@ -151,6 +151,15 @@ def _networks(raw: str) -> tuple[str, ...]:
     return networks
 
 
+def _state_url(raw: str) -> str:
+    value = raw.strip()
+    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            "must be empty (state in the node) or a redis://, rediss:// or unix:// URL"
+        )
+    return value
+
+
 def _worker_class(raw: str) -> str:
     value = raw.strip()
     if value not in ("sync", "gthread", "gevent"):
@@ -204,7 +213,8 @@ class Settings:
     metrics_token: str = _env("METRICS_TOKEN", str, default="", repr=False)
     rate_limit: str = _env("RATE_LIMIT", _rate_limit, default="")
     trusted_proxies: tuple[str, ...] = _env("TRUSTED_PROXIES", _networks, default=())
-    state_url: str = _env("STATE_URL", str, default="")
+    state_url: str = _env("STATE_URL", _state_url, default="")
+    state_timeout: float = _env("STATE_TIMEOUT", _positive_float, default=0.05)
     state_dir: str = _env("L104_STATE_DIR", str, default="")
     # worker healing (gunicorn hooks and the watchdog)
     enable_watchdog: bool = _env("ENABLE_WATCHDOG_ENV", _bool, default=True)

@@ -6,10 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from app.clock import FakeClock
+from app.state import StateStore
+from app.state.failover import FailoverStateStore
+from app.state.redis_store import RedisStateStore
 from app.state.sqlite_store import SqliteStateStore
-from tests.support.processes import Service, start_node, start_simulator
+from tests.support.processes import Service, free_port, start_node, start_simulator
+from tests.support.redis_server import RedisServer
 from tests.support.simulator_client import SimulatorControl
 
 UPSTREAM_KEY = "upstream-secret-key-0123456789"
@@ -23,10 +28,25 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> SqliteStateStore:
-    """A fresh node-wide state store on the fake clock."""
-    return SqliteStateStore(tmp_path / "state.db", clock)
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for the whole session."""
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> StateStore:
+    """A fresh state store on the fake clock: the node's SQLite, or Redis (shared by nodes)
+    with that SQLite behind it."""
+    local = SqliteStateStore(tmp_path / "state.db", clock)
+    if request.param == "sqlite":
+        return local
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client.flushdb()
+    return FailoverStateStore(RedisStateStore(client, clock), local)
 
 
 @pytest.fixture(scope="session")

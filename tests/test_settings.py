@@ -69,6 +69,9 @@ def test_gemini_model_alone_is_a_one_model_list() -> None:
         ("WEB_CONCURRENCY", "two", "not a number"),
         ("GUNICORN_WORKER_CLASS", "eventlet", "sync, gthread or gevent"),
         ("L104_SIMULATOR_MODE", "maybe", "true or false"),
+        ("STATE_URL", "http://127.0.0.1:6379", "redis://"),
+        ("TRUSTED_PROXIES", "10.0.0.0/8,nowhere", "not an IP address"),
+        ("RATE_LIMIT", "lots", "60/minute"),
     ],
 )
 def test_bad_values_name_the_variable(var: str, value: str, problem: str) -> None:

@@ -46,7 +46,15 @@ def ready() -> tuple[Response, int]:
     }
     settings: Settings = current_app.config["L104_SETTINGS"]
     usable = [m for m in settings.gemini_models if m not in reasons]
-    body = {"ready": bool(usable), "usable_models": usable, "unusable_models": reasons}
+    store = current_app.extensions["l104.state"]
+    body = {
+        "ready": bool(usable),
+        "usable_models": usable,
+        "unusable_models": reasons,
+        # "redis", "local" (state in the node) or, while Redis is unreachable, "local".
+        "state_backend": getattr(store, "backend", "local"),
+        "state_shared": bool(settings.state_url),
+    }
     return jsonify(body), 200 if usable else 503
 
 

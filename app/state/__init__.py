@@ -102,6 +102,10 @@ class StateStore(Protocol):
         """The latest heals, newest first."""
         ...
 
+    def heal_epoch(self) -> str:
+        """Which backend's heal generations these are (they restart when it changes)."""
+        ...
+
     def acquire_recycle_slot(self, pid: int, reason: str, ttl: float) -> bool:
         """Take the node's one recycle slot for worker `pid` (a slot older than `ttl` is
         taken over); the reason is kept for the master's log."""

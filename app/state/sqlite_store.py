@@ -183,6 +183,10 @@ class SqliteStateStore(SqliteFile):
         row = self._one("SELECT MAX(generation) FROM heals")
         return int(row[0] or 0)
 
+    def heal_epoch(self) -> str:
+        """Heal generations of this node's own database."""
+        return "local"
+
     def heal_history(self, limit: int) -> list[dict[str, Any]]:
         """The latest heals, newest first."""
         rows = self._all(
