@@ -267,3 +267,9 @@ class Settings:
         """Values that must never appear in logs, metrics or responses."""
         values = (self.gemini_api_key, self.admin_token, self.metrics_token, *self.node_api_keys)
         return tuple(s for s in values if s)
+
+
+def env_vars() -> frozenset[str]:
+    """Every environment variable the node reads (GEMINI_MODEL too)."""
+    names = {str(f.metadata["env"]) for f in dataclasses.fields(Settings)}
+    return frozenset(names | {"GEMINI_MODEL"})

@@ -113,8 +113,16 @@ class Supervisor:
             os.environ, "PROMETHEUS_MULTIPROC_DIR", "l104-metrics-", None
         )
         self.made = [p for p, made in ((state, made_state), (metrics, made_metrics)) if made]
+        self._create_state(state)
         if simulator_mode.wanted(os.environ):
             self.simulator = simulator_mode.start(os.environ)
+
+    def _create_state(self, state_dir: Path) -> None:
+        """Create the node's database (in WAL mode) before any worker opens it."""
+        from app.state.sqlite_limits import SqliteLimitStorage
+
+        self._state_store()
+        SqliteLimitStorage(f"l104sqlite://{state_dir / 'state.db'}")
 
     def child_exit(self, server: Any, worker: Any) -> None:
         """A worker left: drop its live gauges, log and count why it left."""

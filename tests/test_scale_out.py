@@ -183,3 +183,20 @@ def test_redis_killed_under_load_then_back(
         a.stop()
         b.stop()
         server.stop()
+
+
+def test_a_node_boots_and_serves_while_redis_is_down(
+    simulator_service: Service, simulator: SimulatorControl, logs_dir: Path
+) -> None:
+    env = node_env(
+        simulator_service.url, STATE_URL=f"redis://127.0.0.1:{free_port()}/0", RATE_LIMIT="5/second"
+    )
+    node = start_node(logs_dir / "redis-never-up.log", env)
+    try:
+        assert [_generate(node).status_code for _ in range(3)] == [200] * 3
+        ready = requests.get(f"{node.url}/ready", timeout=5).json()
+        assert ready["ready"] and ready["state_backend"] == "local"
+        assert events(node, "state_backend_degraded")
+    finally:
+        node.stop()
+    assert "Traceback" not in node.log_text()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -21,19 +23,36 @@ def os_thread_local() -> threading.local:
     return threading.local()
 
 
+def _while_locked(step: Callable[[], object], patience: float = 10.0) -> None:
+    """Run `step`, retrying while another process holds the database locked."""
+    give_up = time.monotonic() + patience
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > give_up:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteFile:
     """Connections to one SQLite file, and statements that never linger."""
 
     def __init__(self, path: str, schema: str) -> None:
         self.path = path
         self._local = os_thread_local()
-        self._db().executescript(schema)
+        _while_locked(lambda: self._db().executescript(schema))
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            # Switching to WAL needs the database to itself and does not wait on the busy
+            # timeout: workers booting together would fail, and a worker that fails to boot
+            # halts gunicorn's master. (The master creates the database first; this is the
+            # belt to those braces.)
+            _while_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
             db.execute("PRAGMA synchronous=OFF")
             self._local.db = db
         return db
