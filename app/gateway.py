@@ -25,7 +25,8 @@ from app.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from app.retry_policy import current_deadline
+from app.retry_budget import RetryBudget
+from app.retry_policy import current_budget, current_deadline
 from app.state import StateStore
 
 T = TypeVar("T")
@@ -87,6 +88,7 @@ class Gateway:
         clock: Clock,
         deadline_seconds: float,
         allow_unlisted: bool = False,
+        budget: RetryBudget | None = None,
     ) -> None:
         self.models = models
         self._breaker = breakers
@@ -95,6 +97,7 @@ class Gateway:
         self._clock = clock
         self.deadline_seconds = deadline_seconds
         self.allow_unlisted = allow_unlisted
+        self.budget = budget
 
     def candidates(self, requested: str | None) -> list[str]:
         """The requested model first (when served), then the rotation list in order."""
@@ -108,10 +111,14 @@ class Gateway:
         """Run `op` on the first model that answers; raise a Gemini-style error otherwise."""
         deadline = Deadline(self.deadline_seconds, self._clock)
         token = current_deadline.set(deadline)
+        budget_token = current_budget.set(self.budget)
+        if self.budget is not None:
+            self.budget.request()
         try:
             return self._rotate(requested, op, deadline)
         finally:
             current_deadline.reset(token)
+            current_budget.reset(budget_token)
 
     def _rotate(
         self, requested: str | None, op: Callable[[str], T], deadline: Deadline
@@ -126,6 +133,9 @@ class Gateway:
                 attempted.skipped[model] = resting[model].reason
                 attempted.wait(self._cooldowns.remaining(resting[model]))
                 continue
+            if attempted.last_error is not None and not self._budget_allows():
+                attempted.skipped[model] = "retry_budget"
+                break
             breaker = self._breaker(model)
             try:
                 permit = breaker.admit()
@@ -153,6 +163,10 @@ class Gateway:
                 events.model_rotation(candidates[0], model, attempted.skipped)
             return result, model
         raise self._exhausted(attempted, deadline)
+
+    def _budget_allows(self) -> bool:
+        """Another model after a failed attempt is an extra upstream call: budget it."""
+        return self.budget is None or self.budget.try_extra()
 
     def _failed(
         self,

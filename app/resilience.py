@@ -18,6 +18,7 @@ from app.healing import LEVEL_ACTIONS, LEVELS, Escalation, Healer, heal_watcher
 from app.metrics_export import StateCollector
 from app.recycling import Recycler
 from app.request_context import RequestCounter
+from app.retry_budget import RetryBudget
 from app.settings import Settings
 from app.state import StateStore
 from app.state.failover import FailoverStateStore
@@ -70,6 +71,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         clock,
         settings.request_deadline,
         settings.allow_unlisted_models,
+        RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min, clock=clock),
     )
     limiter = rate_limits.init_app(app, settings, limits_uri)
 

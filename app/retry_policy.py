@@ -1,7 +1,8 @@
 """urllib3 `Retry` for Gemini: POST included, full-jitter backoff, bounded by the request deadline.
 
 The deadline of the client request being served is in `current_deadline` (a context variable,
-so each thread or greenlet sees its own); a retry that cannot finish before it is not made.
+so each thread or greenlet sees its own); a retry that cannot finish before it is not made,
+nor one the worker's retry budget (`current_budget`) has no room for.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from app.backoff import Backoff, Deadline
+from app.retry_budget import RetryBudget
 
 current_deadline: ContextVar[Deadline | None] = ContextVar("l104_deadline", default=None)
+current_budget: ContextVar[RetryBudget | None] = ContextVar("l104_retry_budget", default=None)
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 
@@ -89,6 +92,10 @@ class DeadlineRetry(Retry):
         deadline = current_deadline.get()
         if deadline is not None and not deadline.allows(delay + self.min_attempt):
             reason = error or ResponseError("no time left before the request deadline")
+            raise MaxRetryError(_pool, url, reason) from reason  # type: ignore[arg-type]
+        budget = current_budget.get()
+        if budget is not None and not budget.try_extra():
+            reason = error or ResponseError("the retry budget is spent")
             raise MaxRetryError(_pool, url, reason) from reason  # type: ignore[arg-type]
         new.next_delay = delay
         return new

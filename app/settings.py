@@ -195,6 +195,8 @@ class Settings:
     retry_backoff_base: float = _env("RETRY_BACKOFF_BASE", _positive_float, default=0.5)
     retry_backoff_multiplier: float = _env("RETRY_BACKOFF_MULTIPLIER", _at_least_one, default=2.0)
     retry_backoff_max: float = _env("RETRY_BACKOFF_MAX", _positive_float, default=8.0)
+    retry_budget_ratio: float = _env("RETRY_BUDGET_RATIO", _non_negative_float, default=0.2)
+    retry_budget_min: int = _env("RETRY_BUDGET_MIN", _non_negative_int, default=10)
     circuit_breaker_threshold: int = _env("CIRCUIT_BREAKER_THRESHOLD", _positive_int, default=5)
     circuit_breaker_timeout: float = _env("CIRCUIT_BREAKER_TIMEOUT", _positive_float, default=60.0)
     circuit_breaker_probes: int = _env("CIRCUIT_BREAKER_PROBES", _positive_int, default=3)
