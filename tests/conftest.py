@@ -17,7 +17,7 @@ from tests.support.processes import Service, free_port, start_node, start_simula
 from tests.support.redis_server import RedisServer
 from tests.support.simulator_client import SimulatorControl
 
-UPSTREAM_KEY = "upstream-secret-key-0123456789"
+UPSTREAM_KEY = "upstream-s3cr3t-key-0123456789"
 NODE_MODELS = "gemini-3.8-flash,gemini-3.5-flash,gemini-2.5-flash-lite"
 MAX_REQUEST_BYTES = 256 * 1024
 
@@ -49,10 +49,23 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> S
     return FailoverStateStore(RedisStateStore(client, clock), local)
 
 
+# Every key and token the tests hand to a node contains this mark.
+SECRET_MARK = "s3cr3t"
+
+
 @pytest.fixture(scope="session")
-def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where every process started by the tests writes its output."""
-    return tmp_path_factory.mktemp("logs")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where every process started by the tests writes its output. After the whole suite,
+    no line of any of it may hold a key or a token."""
+    path = tmp_path_factory.mktemp("logs")
+    yield path
+    leaks = [
+        f"{log.name}:{number}"
+        for log in sorted(path.rglob("*.log"))
+        for number, line in enumerate(log.read_text(errors="replace").splitlines(), 1)
+        if SECRET_MARK in line
+    ]
+    assert not leaks, f"secrets in the logs: {leaks[:10]}"
 
 
 @pytest.fixture(scope="session")

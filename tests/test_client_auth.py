@@ -12,7 +12,7 @@ from tests.conftest import UPSTREAM_KEY, node_env
 from tests.support.processes import Service, start_node
 from tests.support.simulator_client import SimulatorControl
 
-CLIENT_KEYS = ("client-key-alpha-123456", "client-key-beta-654321")
+CLIENT_KEYS = ("client-s3cr3t-alpha-123456", "client-s3cr3t-beta-654321")
 GEN = "/v1beta/models/gemini-3.8-flash:generateContent"
 PROMPT = {"contents": [{"parts": [{"text": "hi"}]}]}
 

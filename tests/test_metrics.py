@@ -16,7 +16,7 @@ from tests.support.logs import events
 from tests.support.processes import Service, child_pids, start_node, wait_until
 from tests.support.simulator_client import SimulatorControl
 
-TOKEN = "metrics-token-0123456789abcdef"
+TOKEN = "metrics-s3cr3t-0123456789abcdef"
 PROMPT = {"contents": [{"parts": [{"text": "count"}]}]}
 GEN = "/v1beta/models/gemini-3.8-flash:generateContent"
 

@@ -29,7 +29,7 @@ from tests.support.simulator_client import SimulatorControl
 MODEL = "gemini-3.8-flash"
 GENERATE = f"/v1beta/models/{MODEL}:generateContent"
 PROMPT = {"contents": [{"role": "user", "parts": [{"text": "Hello through nginx"}]}]}
-ADMIN = "nginx-admin-token-0123456789"
+ADMIN = "nginx-admin-s3cr3t-0123456789"
 LIMIT = 3
 # gunicorn: TERM to a worker is a graceful exit (finish in-flight requests, then leave).
 RECYCLE_SIGNAL = signal.SIGTERM

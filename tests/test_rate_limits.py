@@ -12,7 +12,7 @@ from tests.conftest import node_env
 from tests.support.processes import Service, start_node
 from tests.support.simulator_client import SimulatorControl
 
-ADMIN = "rate-admin-token-0123456789"
+ADMIN = "rate-admin-s3cr3t-0123456789"
 GEN = "/v1beta/models/gemini-3.8-flash:generateContent"
 PROMPT = {"contents": [{"parts": [{"text": "count me"}]}]}
 LIMIT = 6

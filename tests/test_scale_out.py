@@ -16,7 +16,7 @@ from tests.support.processes import Service, free_port, start_node, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.simulator_client import SimulatorControl
 
-ADMIN = "cluster-admin-token-0123456789"
+ADMIN = "cluster-admin-s3cr3t-0123456789"
 FIRST = "gemini-3.8-flash"
 PROMPT = {"contents": [{"parts": [{"text": "cluster"}]}]}
 

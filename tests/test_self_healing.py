@@ -16,7 +16,7 @@ from tests.support.logs import events
 from tests.support.processes import Service, start_node, wait_until
 from tests.support.simulator_client import SimulatorControl
 
-ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+ADMIN_TOKEN = "admin-s3cr3t-for-tests-0123456789"
 FIRST, SECOND = "gemini-3.8-flash", "gemini-3.5-flash"
 PROMPT = {"contents": [{"parts": [{"text": "heal me"}]}]}
 GEN = f"/v1beta/models/{FIRST}:generateContent"

@@ -16,7 +16,7 @@ from tests.support.logs import events
 from tests.support.processes import Service, child_pids, start_node, wait_until
 from tests.support.simulator_client import SimulatorControl
 
-ADMIN = "worker-admin-token-0123456789"
+ADMIN = "worker-admin-s3cr3t-0123456789"
 PROMPT = {"contents": [{"parts": [{"text": "keep going"}]}]}
 
 
