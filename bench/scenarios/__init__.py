@@ -1,0 +1,25 @@
+"""The scenarios, by name, in the order `python -m bench` runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.scenarios.common import Context
+from bench.scenarios.faults import fail_fast, failover, streaming
+from bench.scenarios.healing import recovery, recycle
+from bench.scenarios.latency import concurrency, overhead, throughput
+from bench.scenarios.memory import memory
+
+Scenario = Callable[[Context], None]
+
+SCENARIOS: dict[str, Scenario] = {
+    "overhead": overhead,
+    "throughput": throughput,
+    "concurrency": concurrency,
+    "fail-fast": fail_fast,
+    "failover": failover,
+    "streaming": streaming,
+    "recovery": recovery,
+    "recycle": recycle,
+    "memory": memory,
+}
