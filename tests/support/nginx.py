@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from tests.support.processes import ROOT, free_port, port_is_free, wait_until
+from tests.support.processes import ROOT, free_port, port_is_free, terminate, wait_until
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 DEPLOY_NGINX = ROOT / "deploy" / "nginx"
@@ -235,13 +235,7 @@ class Nginx:
 
     def stop(self, timeout: float = 30) -> None:
         """Graceful stop (SIGQUIT: finish open requests), wait, then free the port."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, signal.SIGQUIT, timeout)
         self.log_file.close()
         self.prefix.cleanup()
         wait_until(lambda: port_is_free(self.port), 30, f"nginx port {self.port} to be free")

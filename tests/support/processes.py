@@ -49,6 +49,17 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def terminate(process: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    """Send `sig`, wait up to `timeout` seconds for the exit, then kill."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class Service:
     """A running process with its log file."""
@@ -66,13 +77,7 @@ class Service:
 
     def stop(self, timeout: float = 30) -> None:
         """TERM, wait for exit, then wait until the port is free again."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, signal.SIGTERM, timeout)
         self.log_file.close()
         wait_until(lambda: port_is_free(self.port), 30, f"port {self.port} to be free")
 
