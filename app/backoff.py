@@ -47,8 +47,3 @@ class Deadline:
     def allows(self, seconds: float) -> bool:
         """True when `seconds` more still end before the deadline."""
         return self.remaining() > seconds
-
-    def timeout(self, connect: float, read: float) -> tuple[float, float]:
-        """The upstream (connect, read) timeout, shortened to fit the deadline."""
-        left = max(self.remaining(), 0.001)
-        return min(connect, left), min(read, left)

@@ -2,7 +2,8 @@
 
 The deadline of the client request being served is in `current_deadline` (a context variable,
 so each thread or greenlet sees its own); a retry that cannot finish before it is not made,
-nor one the worker's retry budget (`current_budget`) has no room for.
+nor one the worker's retry budget (`current_budget`) has no room for. The timeouts of every
+attempt, retries included, fit the deadline too (`app.upstream_timeouts`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from urllib3.connectionpool import ConnectionPool
-from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
@@ -86,7 +87,13 @@ class DeadlineRetry(Retry):
         _pool: ConnectionPool | None = None,
         _stacktrace: TracebackType | None = None,
     ) -> DeadlineRetry:
-        """Count one failed attempt; refuse the retry if it cannot finish before the deadline."""
+        """Count one failed attempt; refuse the retry if it cannot finish before the deadline.
+
+        A read timeout is not retried: a model that did not answer in time is not asked
+        again in the same request, the gateway rotates to the next one instead.
+        """
+        if isinstance(error, ReadTimeoutError):
+            raise MaxRetryError(_pool, url, error) from error  # type: ignore[arg-type]
         new: DeadlineRetry = super().increment(method, url, response, error, _pool, _stacktrace)
         delay = self.backoff.delay(len(new.history), self.rand)
         deadline = current_deadline.get()

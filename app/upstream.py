@@ -1,4 +1,4 @@
-"""The upstream Gemini client: one requests.Session behind a narrow seam.
+"""The upstream Gemini client: one requests.Session (`app.upstream_session`) behind a seam.
 
 Everything that talks HTTP to Gemini goes through `UpstreamClient`; `reset()` swaps the one
 session (and its connection pool) for a new one.
@@ -8,51 +8,26 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import requests
 from flask import current_app
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
 from app import events, metrics
-from app.backoff import Backoff
+from app.backoff import Deadline
 from app.clock import SYSTEM_CLOCK, Clock
 from app.errors import UpstreamMalformed, UpstreamTimeout, UpstreamUnavailable
-from app.retry_policy import DeadlineRetry, current_deadline
+from app.retry_policy import current_deadline
 from app.settings import Settings
 from app.sse import iter_event_data
 from app.upstream_errors import error_from_response
-from app.version import __version__
+from app.upstream_session import build_session, prepare
+from app.upstream_timeouts import DeadlineTimeout, fit_read_timeout
 
 _READ_SIZE = 64 * 1024
-
-
-def build_session(settings: Settings) -> requests.Session:
-    """A session with a sized pool and the Gemini retry policy (POST included)."""
-    retry = DeadlineRetry.for_gemini(
-        settings.max_retry_attempts,
-        Backoff(
-            settings.retry_backoff_base,
-            settings.retry_backoff_multiplier,
-            settings.retry_backoff_max,
-        ),
-    )
-    adapter = HTTPAdapter(
-        pool_connections=4, pool_maxsize=settings.upstream_pool_size, max_retries=retry
-    )
-    session = requests.Session()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers.update(
-        {
-            "x-goog-api-key": settings.gemini_api_key,
-            "content-type": "application/json",
-            "user-agent": f"l104-node/{__version__}",
-        }
-    )
-    return session
 
 
 class ClientHealth:
@@ -144,18 +119,45 @@ class UpstreamClient:
         stream are raised as `UpstreamError`. Close the iterator to release the connection.
         """
         url = f"{self._base}/models/{model}:streamGenerateContent"
+        deadline = current_deadline.get()  # the stream, not just its start, ends by it
         response = self._send(
             "POST", url, body, model, params={"alt": "sse"}, headers={"accept-encoding": "identity"}
         )
         try:
             if response.status_code != 200:
                 raise error_from_response(response.status_code, response.content, model)
-            for data in iter_event_data(_read_chunks(response, model, self._connection_failed)):
+            chunks = self._read_chunks(response, model, deadline)
+            for data in iter_event_data(chunks):
                 if "error" in _parse_object(data, model):
                     raise error_from_response(_error_code(data), data, model)
                 yield data
         finally:
             response.close()
+
+    def _read_chunks(
+        self, response: requests.Response, model: str | None, deadline: Deadline | None
+    ) -> Iterator[bytes]:
+        """The body as it arrives (one read per network read, not per fixed-size block),
+        each read bounded by the read timeout and the request's deadline."""
+        raw = response.raw
+        read_timeout = self._timeout[1]
+        try:
+            while True:
+                fit_read_timeout(raw, read_timeout, deadline)
+                chunk = raw.read1(_READ_SIZE)
+                if not chunk:
+                    return
+                yield chunk
+                if deadline is not None and deadline.expired():
+                    raise UpstreamTimeout(model=model)
+        except (OSError, Urllib3HTTPError, requests.exceptions.RequestException) as exc:
+            if deadline is None or not deadline.expired():
+                self._connection_failed()  # the deadline running out says nothing of the link
+            if "timed out" in str(exc):
+                raise UpstreamTimeout(model=model) from None
+            raise UpstreamUnavailable(
+                503, "Upstream connection broke during the response.", model=model
+            ) from None
 
     def _post_json(self, model: str, method: str, body: bytes) -> bytes:
         return self._request("POST", f"{self._base}/models/{model}:{method}", body, model)
@@ -168,9 +170,10 @@ class UpstreamClient:
         model: str | None,
         params: dict[str, str] | None = None,
     ) -> bytes:
+        deadline = current_deadline.get()
         response = self._send(method, url, body, model, params=params)
         try:
-            content = _read_all(response, model, self._connection_failed)
+            content = b"".join(self._read_chunks(response, model, deadline))
         finally:
             response.close()
         if response.status_code != 200:
@@ -188,16 +191,17 @@ class UpstreamClient:
         headers: dict[str, str] | None = None,
     ) -> requests.Response:
         deadline = current_deadline.get()
-        timeout = deadline.timeout(*self._timeout) if deadline else self._timeout
+        # Read again by urllib3 for every attempt, so that retries fit the deadline too.
+        timeout = DeadlineTimeout(*self._timeout, deadline) if deadline else self._timeout
         try:
-            response = self._session.request(
-                method,
-                url,
-                data=body,
-                params=params,
-                timeout=timeout,
+            session = self._session
+            response = session.send(
+                prepare(session, method, url, body, params, headers),
+                timeout=timeout,  # type: ignore[arg-type]  # the adapter takes urllib3 Timeouts
                 stream=True,
-                headers=headers,
+                allow_redirects=False,
+                proxies=session.proxies,  # as read from the environment once (no re-reading)
+                verify=session.verify,
             )
         except requests.exceptions.ConnectTimeout:
             self._connection_failed()
@@ -207,8 +211,10 @@ class UpstreamClient:
         except requests.exceptions.ReadTimeout:
             self._connection_failed()
             raise UpstreamTimeout(model=model) from None
-        except (requests.exceptions.RequestException, Urllib3HTTPError):
+        except (requests.exceptions.RequestException, Urllib3HTTPError) as error:
             self._connection_failed()
+            if _timed_out(error):  # the last of several attempts timed out
+                raise UpstreamTimeout(model=model) from None
             raise UpstreamUnavailable(503, "Upstream connection failed.", model=model) from None
         if response.status_code < 500:
             self.health.success()
@@ -218,28 +224,10 @@ class UpstreamClient:
         return response
 
 
-def _read_chunks(
-    response: requests.Response, model: str | None, on_error: Callable[[], None] | None = None
-) -> Iterator[bytes]:
-    """The body as it arrives (one read per network read, not per fixed-size block)."""
-    raw = response.raw
-    try:
-        while chunk := raw.read1(_READ_SIZE):
-            yield chunk
-    except (OSError, Urllib3HTTPError, requests.exceptions.RequestException) as exc:
-        if on_error is not None:
-            on_error()
-        if "timed out" in str(exc):
-            raise UpstreamTimeout(model=model) from None
-        raise UpstreamUnavailable(
-            503, "Upstream connection broke during the response.", model=model
-        ) from None
-
-
-def _read_all(
-    response: requests.Response, model: str | None, on_error: Callable[[], None] | None = None
-) -> bytes:
-    return b"".join(_read_chunks(response, model, on_error))
+def _timed_out(error: Exception) -> bool:
+    """True for requests' wrapping of urllib3's "retries are over, the last read timed out"."""
+    cause = error.args[0] if error.args else None
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, ReadTimeoutError)
 
 
 def _parse_object(raw: bytes, model: str | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from urllib3.response import HTTPResponse
 from app.backoff import Backoff, Deadline
 from app.clock import FakeClock
 from app.retry_policy import DeadlineRetry, current_deadline
+from app.upstream_timeouts import DeadlineTimeout
 
 
 def test_ceiling_is_exponential_and_capped() -> None:
@@ -30,7 +31,12 @@ def test_deadline_with_fake_clock() -> None:
     assert deadline.allows(9.9) and not deadline.allows(10)
     clock.advance(7)
     assert deadline.remaining() == pytest.approx(3)
-    assert deadline.timeout(5, 60) == pytest.approx((3, 3))
+    timeout = DeadlineTimeout(5, 60, deadline)
+    assert (timeout.connect_timeout, timeout.read_timeout) == pytest.approx((3, 3))
+    clock.advance(2)  # a retry later: urllib3 clones the timeout and reads it again
+    retry_timeout = timeout.clone()
+    retry_timeout.start_connect()
+    assert (retry_timeout.connect_timeout, retry_timeout.read_timeout) == pytest.approx((1, 1))
     clock.advance(4)
     assert deadline.expired() and deadline.remaining() == 0
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from app.bearer import bearer_matches
 from app.errors import ApiError
 from app.healing import ALL_ACTIONS, LEVEL_ACTIONS, Healer
 from app.logs import log_event
@@ -26,16 +26,14 @@ def require_admin_token() -> None:
     if not settings.admin_token:
         raise ApiError(403, "Admin endpoints are disabled. Set ADMIN_TOKEN to enable them.")
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    expected = settings.admin_token.encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+    if not bearer_matches(header, settings.admin_token):
         log_event(
             log,
             "admin_auth_failed",
             logging.WARNING,
             path=request.path,
             remote_addr=request.remote_addr,
-            had_token=bool(token),
+            had_token=bool(header.partition(" ")[2].strip()),
         )
         raise ApiError(
             401,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client.exposition import choose_encoder
 
 from app import metrics_export, status
+from app.bearer import bearer_matches
 from app.errors import ApiError
 from app.request_context import RequestCounter
 from app.settings import Settings
@@ -62,10 +62,7 @@ def _check_metrics_token() -> None:
     settings: Settings = current_app.config["L104_SETTINGS"]
     if not settings.metrics_token:
         return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), settings.metrics_token.encode()
-    ):
+    if not bearer_matches(request.headers.get("Authorization", ""), settings.metrics_token):
         raise ApiError(
             401,
             "Send Authorization: Bearer <METRICS_TOKEN> to read metrics.",

@@ -46,23 +46,9 @@ SCENARIOS = [
     Scenario("429-day-first", [("429_day", FIRST, {})]),
     Scenario("5xx-bursts-all", [(code, "*", {}) for code in ("500", "503", "504")], ALLOWED_ERRORS),
     Scenario("resets-all", [("reset", "*", {})], UNAVAILABLE),
-    # Known bugs, open: a retry after a read timeout overruns REQUEST_DEADLINE (urllib3 reuses
-    # the first timeout), and the deadline is not applied while reading a body. strict: the
-    # fix must remove these marks.
-    pytest.param(
-        Scenario("hang-first", [("hang", FIRST, {"seconds": PAST_DEADLINE})], seconds=7),
-        marks=pytest.mark.xfail(strict=True, reason="retry after read timeout overruns deadline"),
-        id="hang-first",
-    ),
-    pytest.param(
-        Scenario(
-            "slow-body-all",
-            [("slow_body", "*", {"ms": PAST_DEADLINE * 1000})],
-            UNAVAILABLE,
-            seconds=7,
-        ),
-        marks=pytest.mark.xfail(strict=True, reason="deadline not applied to body reads"),
-        id="slow-body-all",
+    Scenario("hang-first", [("hang", FIRST, {"seconds": PAST_DEADLINE})], seconds=7),
+    Scenario(
+        "slow-body-all", [("slow_body", "*", {"ms": PAST_DEADLINE * 1000})], UNAVAILABLE, seconds=7
     ),
     Scenario("malformed-first", [("malformed", FIRST, {})]),
     Scenario("stream-cut-all", [("stream_cut", "*", {"after": 1})], UNAVAILABLE),
@@ -76,9 +62,7 @@ def _check(report: Report) -> None:
         assert report.successes < report.client_calls, "the fault never reached a client"
 
 
-@pytest.mark.parametrize(
-    "scenario", SCENARIOS, ids=lambda s: s.name if isinstance(s, Scenario) else None
-)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
 def test_fault_under_load(
     scenario: Scenario,
     simulator: SimulatorControl,
