@@ -23,6 +23,7 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 # gunicorn's own error and access logs as JSON lines, like the node's.
 logconfig_dict = gunicorn_logconfig(_settings)
+logger_class = "app.access_log.AccessLogger"  # the same lines, without gunicorn's atom table
 
 
 def on_starting(server):

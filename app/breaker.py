@@ -168,12 +168,14 @@ class ModelBreaker(pybreaker.CircuitBreaker):
     def admit(self) -> Permit:
         """Decide at once whether a call may go upstream; raise BreakerOpenError if not."""
         with self._lock:
-            if self.state.name == STATE_OPEN:
+            state = self.state.name  # one read of the shared state
+            if state == STATE_OPEN:
                 wait = self.retry_after()
                 if wait > 0:
                     raise BreakerOpenError(self.name, wait)
                 self.half_open()
-            if self.state.name == STATE_HALF_OPEN:
+                state = self.state.name
+            if state == STATE_HALF_OPEN:
                 if self._store.acquire_probe(self.name, self.max_probes, self.probe_ttl):
                     return Permit(self.name, probe=True)
                 raise BreakerOpenError(self.name, 1.0)
@@ -184,7 +186,19 @@ class ModelBreaker(pybreaker.CircuitBreaker):
         with self._lock:
             if permit.probe:
                 self._store.release_probe(self.name)
+            elif self._nothing_to_reset():
+                return
             self.state._handle_success()
+
+    def _nothing_to_reset(self) -> bool:
+        """The common case, a success while closed with no failures counted: one read, no
+        write; listeners still hear of it."""
+        record = self._store.breaker(self.name)
+        if record.state != STATE_CLOSED or record.failures:
+            return False
+        for listener in self.listeners:
+            listener.success(self)
+        return True
 
     def record_failure(self, permit: Permit, error: BaseException) -> None:
         """The call failed in a way that counts: may open (or reopen) the breaker."""

@@ -124,6 +124,25 @@ class Stack:
         warm(service.url, {}, "/health", workers * 4)
         return service
 
+    def naive_proxy(
+        self, sim: Service, worker_class: str = "gthread", bare: bool = False
+    ) -> Service:
+        """A reference proxy (bench/naive_proxy.py: naive, or `bare`) in front of `sim`, under
+        gunicorn with the node's worker settings."""
+        port = free_port()
+        threads = str(THREADS if worker_class == "gthread" else 1)
+        args = [str(Path(sys.executable).with_name("gunicorn")), "bench.naive_proxy:app"]
+        args += ["--config", "/dev/null"]  # not the node's gunicorn.conf.py
+        args += ["--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", threads]
+        args += ["--worker-class", worker_class, "--no-control-socket"]
+        env = {"UPSTREAM": f"{sim.url}/v1beta", "UPSTREAM_KEY": SIM_KEY, "BARE": str(int(bare))}
+        ready = f"http://127.0.0.1:{port}/health"
+        name = "bare-proxy" if bare else "naive-proxy"
+        service = start_process(args, env, self._log(name), port, ready, timeout=60)
+        self._stops.append(service.stop)
+        warm(service.url, {}, "/health", 8)
+        return service
+
     def nginx(self, sim: Service) -> Nginx:
         """nginx as a plain reverse proxy to `sim`."""
         proxy = Nginx(sim.port)

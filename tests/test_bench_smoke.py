@@ -27,7 +27,13 @@ def test_bench_overhead_quick_writes_results(tmp_path: Path) -> None:
     assert results["date"] and "overhead" in results["command"]
     assert results["scenarios"]["overhead"]["rounds"] == 1
     rows = {(r["worker_class"], r["measure"]): r for r in results["results"]}
-    assert set(rows) == {("gthread", "node p50 - direct p50"), ("nginx", "nginx p50 - direct p50")}
+    assert set(rows) == {
+        ("gthread", "node p50 - direct p50"),
+        ("nginx", "nginx p50 - direct p50"),
+        ("naive proxy", "naive p50 - direct p50"),
+        ("bare proxy", "bare p50 - direct p50 (floor)"),
+        ("gthread", "node p50 - naive proxy p50"),
+    }
     node = rows[("gthread", "node p50 - direct p50")]
     assert node["scenario"] == "overhead"
     assert node["unit"] == "ms"

@@ -11,6 +11,10 @@ ALL = WORKER_CLASSES
 DEFAULT = ("gthread",)
 
 
+NAIVE = "naive proxy"
+BARE = "bare proxy"
+
+
 def _endpoints(
     ctx: Context, classes: tuple[str, ...], with_nginx: bool = True
 ) -> tuple[Service, list[Endpoint], dict[str, Service]]:
@@ -18,6 +22,8 @@ def _endpoints(
     endpoints = [Endpoint("direct", sim.url, direct=True)]
     if with_nginx:
         endpoints.append(Endpoint("nginx", ctx.stack.nginx(sim).url, direct=True))
+        endpoints.append(Endpoint(NAIVE, ctx.stack.naive_proxy(sim).url))
+        endpoints.append(Endpoint(BARE, ctx.stack.naive_proxy(sim, bare=True).url))
     nodes = {c: ctx.stack.node(sim, c) for c in classes}
     endpoints += [Endpoint(c, node.url) for c, node in nodes.items()]
     return sim, endpoints, nodes
@@ -41,19 +47,26 @@ def overhead(ctx: Context) -> None:
         for c in classes
     }
     nginx = ctx.measure("overhead", "nginx", "nginx p50 - direct p50", "ms")
+    naive = ctx.measure("overhead", NAIVE, "naive p50 - direct p50", "ms")
+    bare = ctx.measure("overhead", BARE, "bare p50 - direct p50 (floor)", "ms")
+    against_naive = {
+        c: ctx.measure("overhead", c, "node p50 - naive proxy p50", "ms") for c in classes
+    }
 
     def run(e: Endpoint) -> wrk.WrkResult:
         return wrk.run(e.url, generate_request(e.direct), connections=1, seconds=seconds)
 
     def each_round(number: int, res: dict[str, wrk.WrkResult]) -> None:
         direct = res["direct"]
-        for name, m in [("nginx", nginx), *nodes.items()]:
+        for name, m in [("nginx", nginx), (NAIVE, naive), (BARE, bare), *nodes.items()]:
             m.add(
                 round(res[name].p50_ms - direct.p50_ms, 4),
                 p50_ms=res[name].p50_ms,
                 direct_p50_ms=direct.p50_ms,
                 failed=res[name].failed,
             )
+        for name, m in against_naive.items():
+            m.add(round(res[name].p50_ms - res[NAIVE].p50_ms, 4), naive_p50_ms=res[NAIVE].p50_ms)
         log(f"overhead round {number + 1}/{rounds}: " + _p50s(res))
 
     interleaved(endpoints, rounds, run, each_round)
@@ -73,19 +86,27 @@ def throughput(ctx: Context) -> None:
     _warm(endpoints, 16)
     nodes = {c: ctx.measure("throughput", c, "node req/s / direct req/s", "") for c in classes}
     nginx = ctx.measure("throughput", "nginx", "nginx req/s / direct req/s", "")
+    naive = ctx.measure("throughput", NAIVE, "naive req/s / direct req/s", "")
+    bare = ctx.measure("throughput", BARE, "bare req/s / direct req/s (floor)", "")
+    beats_naive = {
+        c: ctx.measure("throughput", c, "node req/s / naive req/s", "", Target(">=", 1.0))
+        for c in classes
+    }
 
     def run(e: Endpoint) -> wrk.WrkResult:
         return wrk.run(e.url, generate_request(e.direct), connections=16, seconds=seconds)
 
     def each_round(number: int, res: dict[str, wrk.WrkResult]) -> None:
         direct = res["direct"]
-        for name, m in [("nginx", nginx), *nodes.items()]:
+        for name, m in [("nginx", nginx), (NAIVE, naive), (BARE, bare), *nodes.items()]:
             m.add(
                 round(res[name].rps / direct.rps, 4),
                 rps=round(res[name].rps),
                 direct_rps=round(direct.rps),
                 failed=res[name].failed,
             )
+        for name, m in beats_naive.items():
+            m.add(round(res[name].rps / res[NAIVE].rps, 4), naive_rps=round(res[NAIVE].rps))
         log(f"throughput round {number + 1}/{rounds}: " + _rps(res))
 
     interleaved(endpoints, rounds, run, each_round)
