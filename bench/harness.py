@@ -27,6 +27,7 @@ from tests.support.processes import (
     start_process,
     wait_until,
 )
+from tests.support.redis_server import RedisServer
 from tests.support.simulator_client import SimulatorControl
 
 SIM_KEY = "bench-upstream-key"
@@ -142,6 +143,12 @@ class Stack:
         self._stops.append(service.stop)
         warm(service.url, {}, "/health", 8)
         return service
+
+    def redis(self) -> RedisServer:
+        """A redis-server on a free loopback port (no persistence)."""
+        server = RedisServer(free_port(), Path(tempfile.mkdtemp(prefix="l104-bench-redis-")))
+        self._stops.append(server.stop)
+        return server.start()
 
     def nginx(self, sim: Service) -> Nginx:
         """nginx as a plain reverse proxy to `sim`."""

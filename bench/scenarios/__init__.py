@@ -9,6 +9,7 @@ from bench.scenarios.faults import fail_fast, failover, streaming
 from bench.scenarios.healing import recovery, recycle
 from bench.scenarios.latency import concurrency, overhead, throughput
 from bench.scenarios.memory import memory
+from bench.scenarios.state import state_backend
 
 Scenario = Callable[[Context], None]
 
@@ -22,4 +23,5 @@ SCENARIOS: dict[str, Scenario] = {
     "recovery": recovery,
     "recycle": recycle,
     "memory": memory,
+    "state-backend": state_backend,
 }
