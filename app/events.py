@@ -87,3 +87,17 @@ def heal(level: str, trigger: str, actions: list[str], **fields: Any) -> None:
     metrics.HEALS.labels(level, trigger).inc()
     if trigger != "admin":
         metrics.AUTO_HEALS.labels(level).inc()
+
+
+def heal_held_back(level: str, trigger: str, skipped: list[str], min_interval: float) -> None:
+    """An automatic heal kept off node-wide state: another ran less than the interval ago."""
+    log_event(
+        log,
+        "heal_held_back",
+        logging.INFO,
+        heal_level=level,
+        trigger=trigger,
+        skipped_actions=skipped,
+        min_interval=min_interval,
+    )
+    metrics.HEALS_HELD_BACK.labels(trigger).inc()

@@ -45,6 +45,11 @@ MODEL_ROTATIONS = Counter(
 COOLDOWNS = Counter("l104_model_cooldowns", "Cooldowns started after a 429", ["model", "reason"])
 AUTO_HEALS = Counter("l104_auto_heals", "Healing triggered by the node itself", ["level"])
 HEALS = Counter("l104_heals", "Heals by level and trigger", ["level", "trigger"])
+HEALS_HELD_BACK = Counter(
+    "l104_heals_held_back",
+    "Automatic heals that left node-wide state alone (AUTO_HEAL_MIN_INTERVAL)",
+    ["trigger"],
+)
 WORKER_RECYCLES = Counter("l104_worker_recycles", "Workers recycled", ["reason"])
 RATE_LIMITED = Counter("l104_rate_limited_requests", "Requests refused by the rate limit")
 STATE_BACKEND_DEGRADED = Counter(

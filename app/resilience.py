@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import Flask, Response, current_app, g, request
@@ -14,7 +15,14 @@ from app.breaker import BreakerBoard
 from app.clock import Clock
 from app.cooldowns import CooldownPolicy, Cooldowns
 from app.gateway import Gateway
-from app.healing import LEVEL_ACTIONS, LEVELS, Escalation, Healer, heal_watcher
+from app.healing import (
+    LEVEL_ACTIONS,
+    LEVELS,
+    PER_WORKER_ACTIONS,
+    Escalation,
+    Healer,
+    heal_watcher,
+)
 from app.metrics_export import StateCollector
 from app.recycling import Recycler
 from app.request_context import RequestCounter
@@ -29,6 +37,8 @@ from app.watchdog import Watchdog, WatchdogConfig
 
 log = logging.getLogger("l104.resilience")
 AUTO_TRIGGER = "auto_errors"
+WATCHDOG_TRIGGER = "watchdog"
+AUTOMATIC = (AUTO_TRIGGER, WATCHDOG_TRIGGER)  # heals the node decides on itself
 
 
 def state_path(settings: Settings) -> Path:
@@ -98,7 +108,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
             "memory": health_checks.memory(settings.watchdog_max_rss_mb * 2**20),
         },
         Escalation(clock, quiet_period=settings.watchdog_interval * 4),
-        lambda actions, level: healer.heal(actions, level=level, trigger="watchdog", local=True),
+        watchdog_heal(healer, store, settings.auto_heal_min_interval),
         recycler.request,
         WatchdogConfig(
             settings.watchdog_interval,
@@ -143,7 +153,7 @@ def _count_errors_for_auto_heal(response: Response) -> Response:
     errors = store.count_endpoint_error(endpoint, settings.auto_heal_window)
     if errors >= settings.auto_heal_error_threshold:
         store.clear("endpoint_errors")
-        if recent_auto_heals(store, settings.auto_heal_min_interval):
+        if recent_auto_heals(store, settings.auto_heal_min_interval, AUTOMATIC):
             return response  # no heal storm: healing again so soon would fight the breakers
         level = auto_heal_level(store, quiet_period=settings.auto_heal_window * 5)
         healer: Healer = current_app.extensions["l104.healer"]
@@ -157,14 +167,40 @@ def _count_errors_for_auto_heal(response: Response) -> Response:
     return response
 
 
-def recent_auto_heals(store: StateStore, seconds: float) -> int:
-    """How many of the latest heals were automatic and happened in the last `seconds`."""
+def recent_auto_heals(
+    store: StateStore, seconds: float, triggers: tuple[str, ...] = (AUTO_TRIGGER,)
+) -> int:
+    """How many of the latest heals came from `triggers`, touched node-wide state and
+    happened in the last `seconds`."""
     since = store.clock.now() - seconds
     return sum(
         1
         for h in store.heal_history(len(LEVELS))
-        if h.get("trigger") == AUTO_TRIGGER and h["at"] > since
+        if h.get("trigger") in triggers
+        and h["at"] > since
+        and any(a not in PER_WORKER_ACTIONS for a in h.get("actions", ()))
     )
+
+
+def watchdog_heal(
+    healer: Healer, store: StateStore, min_interval: float
+) -> Callable[[list[str], str], object]:
+    """The watchdog's heal: its worker's own part (a new HTTP client) every failed round, the
+    node-wide part (breakers, model errors, rate limits) only when no automatic heal touched
+    it within AUTO_HEAL_MIN_INTERVAL. Every worker's watchdog sees the same outage; resetting
+    open breakers each round would only send traffic at an upstream that is down."""
+
+    def heal(actions: list[str], level: str) -> object:
+        if recent_auto_heals(store, min_interval, AUTOMATIC):
+            own = [a for a in actions if a in PER_WORKER_ACTIONS]
+            skipped = [a for a in actions if a not in PER_WORKER_ACTIONS]
+            events.heal_held_back(level, WATCHDOG_TRIGGER, skipped, min_interval)
+            if not own:
+                return None
+            actions = own
+        return healer.heal(actions, level=level, trigger=WATCHDOG_TRIGGER, local=True)
+
+    return heal
 
 
 def auto_heal_level(store: StateStore, quiet_period: float) -> str:

@@ -37,12 +37,23 @@ def health() -> Response:
 
 @app.post("/v1beta/models/<path:target>")
 def forward(target: str) -> Response:
-    """Pass the call on as it came."""
+    """Pass the call on as it came; a stream is passed on chunk by chunk as it arrives."""
     url = f"{_UPSTREAM}/models/{target}"
-    if _BARE:
-        answer = _session.post(url, data=request.get_data(), headers=_HEADERS, timeout=(5, 110))
-    else:
-        answer = _breaker.call(
-            _session.post, url, data=request.get_data(), headers=_HEADERS, timeout=(5, 110)
+    streamed = target.endswith(":streamGenerateContent")
+
+    def send() -> requests.Response:
+        return _session.post(
+            url,
+            data=request.get_data(),
+            params=request.args.to_dict(),
+            headers=_HEADERS,
+            timeout=(5, 110),
+            stream=streamed,
         )
-    return Response(answer.content, status=answer.status_code, content_type="application/json")
+
+    answer = send() if _BARE else _breaker.call(send)
+    content_type = answer.headers.get("content-type", "application/json")
+    if streamed:
+        chunks = answer.raw.stream(65536, decode_content=False)
+        return Response(chunks, status=answer.status_code, content_type=content_type)
+    return Response(answer.content, status=answer.status_code, content_type=content_type)

@@ -7,6 +7,7 @@ import pytest
 from app.breaker import BreakerBoard
 from app.clock import FakeClock
 from app.healing import LEVEL_ACTIONS, Escalation, Healer
+from app.resilience import watchdog_heal
 from app.state.sqlite_store import SqliteStateStore
 
 
@@ -85,3 +86,29 @@ def test_per_worker_actions_reach_every_worker_once(store: SqliteStateStore) -> 
 def test_unknown_action_is_refused(store: SqliteStateStore) -> None:
     with pytest.raises(ValueError):
         Worker(store).healer.heal(["format_disk"], level="custom", trigger="admin")
+
+
+def test_watchdogs_touch_node_wide_state_once_per_interval(
+    store: SqliteStateStore, clock: FakeClock
+) -> None:
+    """Every worker's watchdog sees the same outage each round: only the first heal within
+    AUTO_HEAL_MIN_INTERVAL resets breakers; the others renew their own HTTP client only."""
+    a, b = Worker(store), Worker(store)
+    heal_a = watchdog_heal(a.healer, store, min_interval=60)
+    heal_b = watchdog_heal(b.healer, store, min_interval=60)
+    a.board.get("m1").record_failure(a.board.get("m1").admit(), RuntimeError("down"))
+    assert store.breaker("m1").state == "open"
+
+    heal_a(list(LEVEL_ACTIONS["light"]), "light")
+    assert store.breaker("m1").state == "closed" and a.rate_resets == 1
+    a.board.get("m1").record_failure(a.board.get("m1").admit(), RuntimeError("still down"))
+
+    clock.advance(30)
+    assert heal_b(list(LEVEL_ACTIONS["light"]), "light") is None  # nothing of its own to do
+    heal_b(list(LEVEL_ACTIONS["medium"]), "medium")
+    assert store.breaker("m1").state == "open", "the open breaker was left alone"
+    assert b.rate_resets == 0 and b.client_resets == ["heal"]
+
+    clock.advance(31)  # the interval has passed since the one node-wide heal
+    heal_b(list(LEVEL_ACTIONS["light"]), "light")
+    assert store.breaker("m1").state == "closed" and b.rate_resets == 1

@@ -205,10 +205,12 @@ def streaming(ctx: Context) -> None:
         sim = ctx.stack.simulator()
         nginx = ctx.stack.nginx(sim)
         node = ctx.stack.node(sim, worker_class)
+        bare = ctx.stack.naive_proxy(sim, bare=True)
         control(sim).configure(stream_chunks=CHUNKS, chunk_delay_ms=CHUNK_DELAY_MS)
         endpoints = [
             Endpoint("direct", sim.url, True),
             Endpoint("nginx", nginx.url, True),
+            Endpoint("bare proxy", bare.url),
             Endpoint(worker_class, node.url),
         ]
         clients = {e.name: StreamClient(e.url, e.direct) for e in endpoints}
@@ -216,6 +218,7 @@ def streaming(ctx: Context) -> None:
             "streaming", worker_class, "node TTFB - direct TTFB", "ms", Target("<=", 2)
         )
         nginx_gap = ctx.measure("streaming", "nginx", "nginx TTFB - direct TTFB", "ms")
+        bare_gap = ctx.measure("streaming", "bare proxy", "bare TTFB - direct TTFB (floor)", "ms")
         try:
             for client in clients.values():  # warm-up
                 for _ in range(5):
@@ -238,6 +241,7 @@ def streaming(ctx: Context) -> None:
                     incomplete_streams=short,
                 )
                 nginx_gap.add(round(med["nginx"] - med["direct"], 4))
+                bare_gap.add(round(med["bare proxy"] - med["direct"], 4))
                 log(
                     f"streaming {worker_class} round {number + 1}/{rounds}: median TTFB "
                     + ", ".join(f"{k} {v:.3f} ms" for k, v in med.items())
@@ -246,5 +250,6 @@ def streaming(ctx: Context) -> None:
             for client in clients.values():
                 client.close()
         ctx.stack.stop(node)
+        ctx.stack.stop(bare)
         ctx.stack.stop(nginx)
         ctx.stack.stop(sim)
