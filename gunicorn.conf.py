@@ -1,8 +1,10 @@
 """gunicorn settings for L104 Node; the hooks call into app.supervision."""
 
 from app.logs import gunicorn_logconfig
+from app.malloc_arenas import limit_malloc_arenas
 from app.supervision import Supervisor, load_settings
 
+limit_malloc_arenas()  # before any worker is forked: see app/malloc_arenas.py
 _settings = load_settings()
 _supervisor = Supervisor(_settings)
 
