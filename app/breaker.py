@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pybreaker
 from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 
-from app.state import StateStore
+from app.state import BreakerRecord, StateStore
 
 
 class BreakerOpenError(Exception):
@@ -120,14 +120,18 @@ class ModelBreaker(pybreaker.CircuitBreaker):
         self,
     ) -> pybreaker.CircuitClosedState | pybreaker.CircuitHalfOpenState | pybreaker.CircuitOpenState:
         """The current state; a change made by another process is adopted silently."""
-        current = self.current_state
-        if current != self._state.name:
-            self._state = self._create_new_state(current, prev_state=self._state, notify=False)
-        return self._state
+        return self._adopt(self.current_state)
 
     @state.setter
     def state(self, state_str: str) -> None:
         self._state = self._create_new_state(state_str, prev_state=self._state, notify=True)
+
+    def _adopt(
+        self, current: str
+    ) -> pybreaker.CircuitClosedState | pybreaker.CircuitHalfOpenState | pybreaker.CircuitOpenState:
+        if current != self._state.name:
+            self._state = self._create_new_state(current, prev_state=self._state, notify=False)
+        return self._state
 
     def _move(self, expected: str | None, new: str) -> bool:
         """Compare-and-set in the store; only the process that wins tells the listeners."""
@@ -160,17 +164,25 @@ class ModelBreaker(pybreaker.CircuitBreaker):
 
     def retry_after(self) -> float:
         """Seconds until an open breaker lets probes through (0 if not open)."""
-        record = self._store.breaker(self.name)
+        return self._retry_after(self._store.breaker(self.name))
+
+    def _retry_after(self, record: BreakerRecord) -> float:
         if record.state != STATE_OPEN:
             return 0.0
         return max(0.0, (record.opened_at or 0.0) + self.reset_timeout - self._store.clock.now())
 
-    def admit(self) -> Permit:
-        """Decide at once whether a call may go upstream; raise BreakerOpenError if not."""
+    def admit(self, record: BreakerRecord | None = None) -> Permit:
+        """Decide at once whether a call may go upstream; raise BreakerOpenError if not.
+
+        `record` is this breaker as the caller just read it (`StateStore.admission`), which
+        saves a read; without it the breaker reads it.
+        """
         with self._lock:
-            state = self.state.name  # one read of the shared state
+            if record is None:
+                record = self._store.breaker(self.name)
+            state = self._adopt(record.state).name
             if state == STATE_OPEN:
-                wait = self.retry_after()
+                wait = self._retry_after(record)
                 if wait > 0:
                     raise BreakerOpenError(self.name, wait)
                 self.half_open()

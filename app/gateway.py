@@ -124,8 +124,9 @@ class Gateway:
         self, requested: str | None, op: Callable[[str], T], deadline: Deadline
     ) -> tuple[T, str]:
         attempted = Attempted(skipped={})
-        resting = self._cooldowns.active()
         candidates = self.candidates(requested)
+        seen = self._store.admission(candidates)  # one read: cooldowns and breakers
+        resting = seen.resting
         for model in candidates:
             if deadline.expired():
                 break
@@ -138,7 +139,10 @@ class Gateway:
                 break
             breaker = self._breaker(model)
             try:
-                permit = breaker.admit()
+                # The breaker as read above, unless an upstream call made since by this
+                # request left time for it to change.
+                fresh = seen.breakers[model] if attempted.last_error is None else None
+                permit = breaker.admit(fresh)
             except BreakerOpenError as refused:
                 attempted.skipped[model] = "circuit_open"
                 attempted.wait(refused.retry_after)

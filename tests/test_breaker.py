@@ -157,3 +157,35 @@ def test_concurrent_calls_are_not_serialised(store: SqliteStateStore) -> None:
     for worker in workers:
         worker.join(10)
     assert errors == []
+
+
+def test_admission_reads_cooldowns_and_breakers_together(
+    store: SqliteStateStore, clock: FakeClock
+) -> None:
+    """One read gives what single reads give; a breaker never seen reads as closed."""
+    breaker = _breaker(store)
+    _fail(breaker, 3)
+    store.set_cooldown("gemini-y", clock.now() + 30, "rate_limited")
+    store.set_cooldown("gemini-z", clock.now() - 1, "rate_limited")  # over already
+    seen = store.admission(["gemini-x", "gemini-y", "never-seen"])
+    assert seen.resting == store.cooldowns() and set(seen.resting) == {"gemini-y"}
+    assert seen.breakers["gemini-x"] == store.breaker("gemini-x")
+    assert seen.breakers["gemini-x"].state == "open"
+    assert seen.breakers["never-seen"].state == "closed"
+    assert list(seen.breakers) == ["gemini-x", "gemini-y", "never-seen"]
+
+
+def test_admit_with_the_record_read_by_the_caller(
+    store: SqliteStateStore, clock: FakeClock
+) -> None:
+    """An open record refuses at once with the wait it implies; once the timeout has passed
+    the breaker moves to half-open and admits a probe, as without the record."""
+    breaker = _breaker(store)
+    _fail(breaker, 3)
+    clock.advance(20)
+    with pytest.raises(BreakerOpenError) as caught:
+        breaker.admit(store.admission(["gemini-x"]).breakers["gemini-x"])
+    assert caught.value.retry_after == pytest.approx(40.0)
+    clock.advance(41)
+    permit = breaker.admit(store.admission(["gemini-x"]).breakers["gemini-x"])
+    assert permit.probe and breaker.current_state == "half-open"

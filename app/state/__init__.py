@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +31,14 @@ class Cooldown:
     reason: str
 
 
+@dataclass(frozen=True)
+class Admission:
+    """One read of what decides where a request may go."""
+
+    resting: dict[str, Cooldown]
+    breakers: dict[str, BreakerRecord]
+
+
 class StateStore(Protocol):
     """What the node keeps node-wide. Every method is atomic on its own."""
 
@@ -37,6 +46,11 @@ class StateStore(Protocol):
 
     def breaker(self, name: str) -> BreakerRecord:
         """The stored breaker (closed and zeroed if never seen)."""
+        ...
+
+    def admission(self, names: Sequence[str]) -> Admission:
+        """The models resting now and the breakers of `names`, in one read (one round trip):
+        what the gateway needs to choose where a request may go."""
         ...
 
     def breaker_transition(self, name: str, expected: str | None, new: str) -> bool:

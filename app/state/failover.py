@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
 
 from app import metrics
 from app.logs import log_event
-from app.state import BreakerRecord, Cooldown
+from app.state import Admission, BreakerRecord, Cooldown
 from app.state.redis_store import RedisStateStore
 from app.state.sqlite_store import SqliteStateStore
 
@@ -88,6 +88,11 @@ class FailoverStateStore:
     # shared state: Redis, else local
     def breaker(self, name: str) -> BreakerRecord:
         return self._call(lambda: self.primary.breaker(name), lambda: self.local.breaker(name))
+
+    def admission(self, names: Sequence[str]) -> Admission:
+        return self._call(
+            lambda: self.primary.admission(names), lambda: self.local.admission(names)
+        )
 
     def breaker_transition(self, name: str, expected: str | None, new: str) -> bool:
         return self._call(

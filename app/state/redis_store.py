@@ -8,6 +8,7 @@ Redis is slow or down, `FailoverStateStore` answers from the node's own SQLite i
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -15,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.clock import SYSTEM_CLOCK, Clock
-from app.state import BreakerRecord, Cooldown
+from app.state import Admission, BreakerRecord, Cooldown
 
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
@@ -93,15 +94,19 @@ class RedisStateStore:
     # breakers
     def breaker(self, name: str) -> BreakerRecord:
         """The stored breaker (closed and zeroed if never seen)."""
-        fields = self.client.hgetall(self._key("breaker", name))
-        opened_at = fields.get("opened_at")
-        return BreakerRecord(
-            state=fields.get("state", "closed"),
-            failures=int(fields.get("failures", 0)),
-            successes=int(fields.get("successes", 0)),
-            opened_at=float(opened_at) if opened_at else None,
-            probes=int(fields.get("probes", 0)),
-        )
+        return _breaker_record(self.client.hgetall(self._key("breaker", name)))
+
+    def admission(self, names: Sequence[str]) -> Admission:
+        """Resting models and the breakers of `names`, in one pipelined round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self._key("cooldowns"))
+        for name in names:
+            pipe.hgetall(self._key("breaker", name))
+        cooldowns, *breakers = pipe.execute()
+        records = {
+            name: _breaker_record(fields) for name, fields in zip(names, breakers, strict=True)
+        }
+        return Admission(self._resting(cooldowns), records)
 
     def breaker_transition(self, name: str, expected: str | None, new: str) -> bool:
         """Compare-and-set the state; entering a state zeroes its counters."""
@@ -144,9 +149,12 @@ class RedisStateStore:
 
     def cooldowns(self) -> dict[str, Cooldown]:
         """Models resting now."""
+        return self._resting(self.client.hgetall(self._key("cooldowns")))
+
+    def _resting(self, stored: dict[str, str]) -> dict[str, Cooldown]:
         now = self.clock.now()
         resting = {}
-        for model, raw in self.client.hgetall(self._key("cooldowns")).items():
+        for model, raw in stored.items():
             value = json.loads(raw)
             if value["until"] > now:
                 resting[model] = Cooldown(value["until"], value["reason"])
@@ -207,3 +215,14 @@ class RedisStateStore:
         """The latest heals, newest first."""
         raw = self.client.lrange(self._key("heals"), 0, max(limit, 1) - 1)
         return [json.loads(item) for item in raw]
+
+
+def _breaker_record(fields: dict[str, str]) -> BreakerRecord:
+    opened_at = fields.get("opened_at")
+    return BreakerRecord(
+        state=fields.get("state", "closed"),
+        failures=int(fields.get("failures", 0)),
+        successes=int(fields.get("successes", 0)),
+        opened_at=float(opened_at) if opened_at else None,
+        probes=int(fields.get("probes", 0)),
+    )

@@ -7,11 +7,12 @@ breaker opened by one worker fails fast in all of them. Each thread has its own 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from app.clock import SYSTEM_CLOCK, Clock
-from app.state import BreakerRecord, Cooldown
+from app.state import Admission, BreakerRecord, Cooldown
 from app.state.sqlite_db import SqliteFile
 
 _SCHEMA = """
@@ -61,6 +62,17 @@ class SqliteStateStore(SqliteFile):
             (name,),
         )
         return BreakerRecord(*row) if row else BreakerRecord()
+
+    def admission(self, names: Sequence[str]) -> Admission:
+        """Resting models and the breakers of `names` (two indexed reads)."""
+        marks = ", ".join("?" * len(names))
+        rows = self._all(
+            "SELECT name, state, failures, successes, opened_at, probes FROM breakers"
+            f" WHERE name IN ({marks})",
+            tuple(names),
+        )
+        stored = {row[0]: BreakerRecord(*row[1:]) for row in rows}
+        return Admission(self.cooldowns(), {n: stored.get(n, BreakerRecord()) for n in names})
 
     def breaker_transition(self, name: str, expected: str | None, new: str) -> bool:
         """Compare-and-set the state; entering a state zeroes its counters."""
