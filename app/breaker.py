@@ -30,10 +30,12 @@ class BreakerOpenError(Exception):
 
 @dataclass(frozen=True)
 class Permit:
-    """Leave to make one upstream call; `probe` marks a half-open trial call."""
+    """Leave to make one upstream call; `probe` marks a half-open trial call, `clean` one
+    admitted while the breaker was closed with no failure counted."""
 
     name: str
     probe: bool
+    clean: bool = False
 
 
 class SharedBreakerStorage(pybreaker.CircuitBreakerStorage):
@@ -191,26 +193,24 @@ class ModelBreaker(pybreaker.CircuitBreaker):
                 if self._store.acquire_probe(self.name, self.max_probes, self.probe_ttl):
                     return Permit(self.name, probe=True)
                 raise BreakerOpenError(self.name, 1.0)
-            return Permit(self.name, probe=False)
+            clean = record.state == STATE_CLOSED and record.failures == 0
+            return Permit(self.name, probe=False, clean=clean)
 
     def record_success(self, permit: Permit) -> None:
-        """The call succeeded: reset failures; a successful probe closes the breaker."""
+        """The call succeeded: reset failures; a successful probe closes the breaker.
+
+        After a clean admission there is nothing to reset, and nothing is read or written
+        (listeners still hear of the success). A failure another worker counted meanwhile
+        then stays counted: the race errs towards opening, never towards staying closed.
+        """
         with self._lock:
             if permit.probe:
                 self._store.release_probe(self.name)
-            elif self._nothing_to_reset():
+            elif permit.clean:
+                for listener in self.listeners:
+                    listener.success(self)
                 return
             self.state._handle_success()
-
-    def _nothing_to_reset(self) -> bool:
-        """The common case, a success while closed with no failures counted: one read, no
-        write; listeners still hear of it."""
-        record = self._store.breaker(self.name)
-        if record.state != STATE_CLOSED or record.failures:
-            return False
-        for listener in self.listeners:
-            listener.success(self)
-        return True
 
     def record_failure(self, permit: Permit, error: BaseException) -> None:
         """The call failed in a way that counts: may open (or reopen) the breaker."""

@@ -189,3 +189,19 @@ def test_admit_with_the_record_read_by_the_caller(
     clock.advance(41)
     permit = breaker.admit(store.admission(["gemini-x"]).breakers["gemini-x"])
     assert permit.probe and breaker.current_state == "half-open"
+
+
+def test_success_after_a_clean_admission_touches_nothing(store: SqliteStateStore) -> None:
+    """Admitted closed with no failures: the success has nothing to reset. A failure counted
+    by another worker meanwhile stays counted (errs towards opening); after an admission
+    that saw failures, a success resets them."""
+    ours, theirs = _breaker(store), _breaker(store)
+    permit = ours.admit()
+    assert permit.clean
+    theirs.record_failure(theirs.admit(), ConnectionError("down"))
+    ours.record_success(permit)
+    assert store.breaker("gemini-x").failures == 1
+    permit = ours.admit()
+    assert not permit.clean
+    ours.record_success(permit)
+    assert store.breaker("gemini-x").failures == 0
