@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,9 +103,21 @@ def node_env(simulator_url: str, **extra: str) -> dict[str, str]:
     }
 
 
+@contextmanager
+def running_node(
+    simulator_service: Service, logs_dir: Path, name: str, **settings: str
+) -> Iterator[Service]:
+    """A node in front of the test simulator with `settings` on top of `node_env`, logging to
+    `name`.log; stopped when the block ends."""
+    service = start_node(logs_dir / f"{name}.log", node_env(simulator_service.url, **settings))
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
 @pytest.fixture(scope="session")
 def node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
     """Real gunicorn (2 gthread workers) with gunicorn.conf.py, open to any client."""
-    service = start_node(logs_dir / "node.log", node_env(simulator_service.url))
-    yield service
-    service.stop()
+    with running_node(simulator_service, logs_dir, "node") as service:
+        yield service

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import UPSTREAM_KEY, node_env
-from tests.support.processes import Service, start_node
+from tests.conftest import UPSTREAM_KEY, running_node
+from tests.support.processes import Service
 from tests.support.simulator_client import SimulatorControl
 
 CLIENT_KEYS = ("client-s3cr3t-alpha-123456", "client-s3cr3t-beta-654321")
@@ -20,10 +20,14 @@ PROMPT = {"contents": [{"parts": [{"text": "hi"}]}]}
 @pytest.fixture(scope="module")
 def locked_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
     """A node that requires client keys, logging at DEBUG."""
-    env = node_env(simulator_service.url, NODE_API_KEYS=",".join(CLIENT_KEYS), LOG_LEVEL="DEBUG")
-    service = start_node(logs_dir / "locked-node.log", env)
-    yield service
-    service.stop()
+    with running_node(
+        simulator_service,
+        logs_dir,
+        "locked-node",
+        NODE_API_KEYS=",".join(CLIENT_KEYS),
+        LOG_LEVEL="DEBUG",
+    ) as service:
+        yield service
 
 
 def test_missing_key_is_403(locked_node: Service, simulator: SimulatorControl) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import UPSTREAM_KEY, node_env
+from tests.conftest import UPSTREAM_KEY, running_node
 from tests.support.logs import events
-from tests.support.processes import Service, start_node, wait_until
+from tests.support.processes import Service, wait_until
 from tests.support.simulator_client import SimulatorControl
 
 FIRST = "gemini-3.8-flash"
@@ -33,8 +33,10 @@ TAGS = (
 @pytest.fixture(scope="module")
 def events_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
     """Small thresholds everywhere and a fast watchdog that only heals."""
-    env = node_env(
-        simulator_service.url,
+    with running_node(
+        simulator_service,
+        logs_dir,
+        "events-node",
         CIRCUIT_BREAKER_THRESHOLD="2",
         CIRCUIT_BREAKER_TIMEOUT="1",
         HTTP_CLIENT_ERROR_THRESHOLD="2",
@@ -43,10 +45,8 @@ def events_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]
         WATCHDOG_INTERVAL="0.3",
         WATCHDOG_EXIT_ON_FAILURE="false",
         WEB_CONCURRENCY="1",
-    )
-    service = start_node(logs_dir / "events-node.log", env)
-    yield service
-    service.stop()
+    ) as service:
+        yield service
 
 
 def _generate(node: Service, **headers: str) -> requests.Response:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import node_env
+from tests.conftest import running_node
 from tests.support.logs import events
-from tests.support.processes import Service, child_pids, start_node, wait_until
+from tests.support.processes import Service, child_pids, wait_until
 from tests.support.simulator_client import SimulatorControl
 
 TOKEN = "metrics-s3cr3t-0123456789abcdef"
@@ -24,18 +24,18 @@ GEN = "/v1beta/models/gemini-3.8-flash:generateContent"
 @pytest.fixture(scope="module")
 def metrics_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
     """Two workers; metrics need a bearer token; small breaker threshold."""
-    env = node_env(
-        simulator_service.url,
+    with running_node(
+        simulator_service,
+        logs_dir,
+        "metrics-node",
         METRICS_TOKEN=TOKEN,
         CIRCUIT_BREAKER_THRESHOLD="2",
         CIRCUIT_BREAKER_TIMEOUT="60",
         MAX_RETRY_ATTEMPTS="0",
         ADMIN_TOKEN=TOKEN,
-    )
-    service = start_node(logs_dir / "metrics-node.log", env)
-    wait_until(lambda: len(events(service, "worker_ready")) == 2, 15, "two workers ready")
-    yield service
-    service.stop()
+    ) as service:
+        wait_until(lambda: len(events(service, "worker_ready")) == 2, 15, "two workers ready")
+        yield service
 
 
 def _scrape(node: Service, **headers: str) -> requests.Response:

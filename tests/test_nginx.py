@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import node_env
+from tests.conftest import node_env, running_node
 from tests.support import nginx as nginx_support
 from tests.support.nginx import Nginx
 from tests.support.processes import Service, start_node, wait_until
@@ -38,10 +38,10 @@ RECYCLE_SIGNAL = signal.SIGTERM
 @pytest.fixture(scope="module")
 def proxied_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
     """A node (2 gthread workers) that trusts X-Forwarded-For from loopback."""
-    env = node_env(simulator_service.url, TRUSTED_PROXIES="127.0.0.1", ADMIN_TOKEN=ADMIN)
-    service = start_node(logs_dir / "nginx-node.log", env)
-    yield service
-    service.stop()
+    with running_node(
+        simulator_service, logs_dir, "nginx-node", TRUSTED_PROXIES="127.0.0.1", ADMIN_TOKEN=ADMIN
+    ) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

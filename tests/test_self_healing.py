@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import node_env
+from tests.conftest import running_node
 from tests.support.logs import events
-from tests.support.processes import Service, start_node, wait_until
+from tests.support.processes import Service, wait_until
 from tests.support.simulator_client import SimulatorControl
 
 ADMIN_TOKEN = "admin-s3cr3t-for-tests-0123456789"
@@ -25,8 +25,10 @@ GEN = f"/v1beta/models/{FIRST}:generateContent"
 @pytest.fixture(scope="module")
 def healing_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
     """A node with small thresholds and short timeouts, and an admin token."""
-    env = node_env(
-        simulator_service.url,
+    with running_node(
+        simulator_service,
+        logs_dir,
+        "healing-node",
         ADMIN_TOKEN=ADMIN_TOKEN,
         CIRCUIT_BREAKER_THRESHOLD="3",
         CIRCUIT_BREAKER_TIMEOUT="2",
@@ -35,10 +37,8 @@ def healing_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service
         HTTP_CLIENT_ERROR_THRESHOLD="3",
         AUTO_HEAL_ENABLED="false",
         REQUEST_DEADLINE="8",
-    )
-    service = start_node(logs_dir / "healing-node.log", env)
-    yield service
-    service.stop()
+    ) as service:
+        yield service
 
 
 @pytest.fixture
@@ -259,18 +259,18 @@ def test_reset_lets_in_flight_requests_finish(node: Service, simulator: Simulato
 @pytest.fixture(scope="module")
 def auto_heal_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
     """Auto-heal after 3 node-side errors; breakers that never trip; unlisted models allowed."""
-    env = node_env(
-        simulator_service.url,
+    with running_node(
+        simulator_service,
+        logs_dir,
+        "auto-heal-node",
         ADMIN_TOKEN=ADMIN_TOKEN,
         AUTO_HEAL_ERROR_THRESHOLD="3",
         AUTO_HEAL_MIN_INTERVAL="0",
         CIRCUIT_BREAKER_THRESHOLD="1000",
         MAX_RETRY_ATTEMPTS="0",
         ALLOW_UNLISTED_MODELS="true",
-    )
-    service = start_node(logs_dir / "auto-heal-node.log", env)
-    yield service
-    service.stop()
+    ) as service:
+        yield service
 
 
 def test_error_storm_triggers_escalating_auto_heals(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import node_env
+from tests.conftest import node_env, running_node
 from tests.support.load import Load
 from tests.support.logs import events
 from tests.support.processes import Service, child_pids, start_node, wait_until
@@ -23,8 +23,10 @@ PROMPT = {"contents": [{"parts": [{"text": "keep going"}]}]}
 @pytest.fixture
 def worker_node(simulator_service: Service, logs_dir: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """A fresh node per test: 2 workers, recycle after 3 failures, no minimum age."""
-    env = node_env(
-        simulator_service.url,
+    with running_node(
+        simulator_service,
+        logs_dir,
+        request.node.name,
         ADMIN_TOKEN=ADMIN,
         WORKER_MAX_FAILURES="3",
         WORKER_MIN_AGE="0",
@@ -32,11 +34,9 @@ def worker_node(simulator_service: Service, logs_dir: Path, request: pytest.Fixt
         MAX_RETRY_ATTEMPTS="0",
         AUTO_HEAL_ENABLED="false",
         GRACEFUL_TIMEOUT="10",
-    )
-    service = start_node(logs_dir / f"{request.node.name}.log", env)
-    wait_until(lambda: len(events(service, "worker_ready")) == 2, 15, "two workers ready")
-    yield service
-    service.stop()
+    ) as service:
+        wait_until(lambda: len(events(service, "worker_ready")) == 2, 15, "two workers ready")
+        yield service
 
 
 def _list_models(node: Service) -> callable:  # type: ignore[valid-type]
