@@ -1,7 +1,8 @@
 """The default state backend: one SQLite database (WAL) in the node's state directory.
 
 Every worker of the node opens the same file; SQLite does the locking between processes, so a
-breaker opened by one worker fails fast in all of them. Each thread has its own connection.
+breaker opened by one worker fails fast in all of them. Each process keeps a small pool of
+connections (`app.state.sqlite_db`).
 """
 
 from __future__ import annotations
