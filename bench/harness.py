@@ -94,6 +94,16 @@ class Nginx:
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
+def reference_command(
+    port: int, worker_class: str, workers: int, threads: int = THREADS
+) -> list[str]:
+    """gunicorn serving bench/naive_proxy.py on `port` (not with the node's gunicorn.conf.py)."""
+    args = [str(Path(sys.executable).with_name("gunicorn")), "bench.naive_proxy:app"]
+    args += ["--config", "/dev/null", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    args += ["--threads", str(threads if worker_class == "gthread" else 1)]
+    return [*args, "--worker-class", worker_class, "--no-control-socket"]
+
+
 class Stack:
     """Every process a scenario starts; `close()` stops them all, newest first."""
 
@@ -126,20 +136,15 @@ class Stack:
         return service
 
     def naive_proxy(
-        self, sim: Service, worker_class: str = "gthread", bare: bool = False
+        self, sim: Service, worker_class: str = "gthread", kind: str = "naive"
     ) -> Service:
-        """A reference proxy (bench/naive_proxy.py: naive, or `bare`) in front of `sim`, under
-        gunicorn with the node's worker settings."""
+        """A reference proxy (bench/naive_proxy.py: `naive`, `bare` or `local`) in front of
+        `sim`, under gunicorn with the node's worker settings."""
         port = free_port()
-        threads = str(THREADS if worker_class == "gthread" else 1)
-        args = [str(Path(sys.executable).with_name("gunicorn")), "bench.naive_proxy:app"]
-        args += ["--config", "/dev/null"]  # not the node's gunicorn.conf.py
-        args += ["--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", threads]
-        args += ["--worker-class", worker_class, "--no-control-socket"]
-        env = {"UPSTREAM": f"{sim.url}/v1beta", "UPSTREAM_KEY": SIM_KEY, "BARE": str(int(bare))}
+        args = reference_command(port, worker_class, workers=2)
+        env = {"UPSTREAM": f"{sim.url}/v1beta", "UPSTREAM_KEY": SIM_KEY, "PROXY_KIND": kind}
         ready = f"http://127.0.0.1:{port}/health"
-        name = "bare-proxy" if bare else "naive-proxy"
-        service = start_process(args, env, self._log(name), port, ready, timeout=60)
+        service = start_process(args, env, self._log(f"{kind}-proxy"), port, ready, timeout=60)
         self._stops.append(service.stop)
         warm(service.url, {}, "/health", 8)
         return service

@@ -32,6 +32,7 @@ def test_bench_overhead_quick_writes_results(tmp_path: Path) -> None:
         ("nginx", "nginx p50 - direct p50"),
         ("naive proxy", "naive p50 - direct p50"),
         ("bare proxy", "bare p50 - direct p50 (floor)"),
+        ("flask alone", "flask alone p50 - direct p50 (no upstream call)"),
         ("gthread", "node p50 - naive proxy p50"),
     }
     node = rows[("gthread", "node p50 - direct p50")]
@@ -44,5 +45,7 @@ def test_bench_overhead_quick_writes_results(tmp_path: Path) -> None:
     assert node["met"] == (node["median"] <= 0.8)
     assert node["detail"]["failed"] == [0]
     assert all(p > 0 for p in node["detail"]["p50_ms"] + node["detail"]["direct_p50_ms"])
+    local = rows[("flask alone", "flask alone p50 - direct p50 (no upstream call)")]
+    assert local["detail"]["failed"] == [0]  # it answers itself, every call a 200
     reference = rows[("nginx", "nginx p50 - direct p50")]
     assert reference["target"] is None and reference["met"] is None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from bench.scenarios.common import Context
 from bench.scenarios.faults import fail_fast, failover, streaming
 from bench.scenarios.healing import recovery, recycle
+from bench.scenarios.instructions import cpu_cost
 from bench.scenarios.latency import concurrency, overhead, throughput
 from bench.scenarios.memory import memory
 from bench.scenarios.state import state_backend
@@ -24,4 +25,5 @@ SCENARIOS: dict[str, Scenario] = {
     "recycle": recycle,
     "memory": memory,
     "state-backend": state_backend,
+    "cpu-cost": cpu_cost,
 }

@@ -205,7 +205,7 @@ def streaming(ctx: Context) -> None:
         sim = ctx.stack.simulator()
         nginx = ctx.stack.nginx(sim)
         node = ctx.stack.node(sim, worker_class)
-        bare = ctx.stack.naive_proxy(sim, bare=True)
+        bare = ctx.stack.naive_proxy(sim, kind="bare")
         control(sim).configure(stream_chunks=CHUNKS, chunk_delay_ms=CHUNK_DELAY_MS)
         endpoints = [
             Endpoint("direct", sim.url, True),

@@ -13,17 +13,20 @@ DEFAULT = ("gthread",)
 
 NAIVE = "naive proxy"
 BARE = "bare proxy"
+LOCAL = "flask alone"
 
 
 def _endpoints(
-    ctx: Context, classes: tuple[str, ...], with_nginx: bool = True
+    ctx: Context, classes: tuple[str, ...], with_nginx: bool = True, with_local: bool = False
 ) -> tuple[Service, list[Endpoint], dict[str, Service]]:
     sim = ctx.stack.simulator()
     endpoints = [Endpoint("direct", sim.url, direct=True)]
     if with_nginx:
         endpoints.append(Endpoint("nginx", ctx.stack.nginx(sim).url, direct=True))
         endpoints.append(Endpoint(NAIVE, ctx.stack.naive_proxy(sim).url))
-        endpoints.append(Endpoint(BARE, ctx.stack.naive_proxy(sim, bare=True).url))
+        endpoints.append(Endpoint(BARE, ctx.stack.naive_proxy(sim, kind="bare").url))
+    if with_local:
+        endpoints.append(Endpoint(LOCAL, ctx.stack.naive_proxy(sim, kind="local").url))
     nodes = {c: ctx.stack.node(sim, c) for c in classes}
     endpoints += [Endpoint(c, node.url) for c, node in nodes.items()]
     return sim, endpoints, nodes
@@ -40,7 +43,7 @@ def overhead(ctx: Context) -> None:
     seconds = ctx.seconds(2, 1)
     rounds = ctx.rounds_or(4)
     ctx.record("overhead", connections=1, seconds_per_run=seconds, rounds=rounds)
-    _, endpoints, _ = _endpoints(ctx, classes)
+    _, endpoints, _ = _endpoints(ctx, classes, with_local=True)
     _warm(endpoints, 1)
     nodes = {
         c: ctx.measure("overhead", c, "node p50 - direct p50", "ms", Target("<=", 0.8))
@@ -49,6 +52,7 @@ def overhead(ctx: Context) -> None:
     nginx = ctx.measure("overhead", "nginx", "nginx p50 - direct p50", "ms")
     naive = ctx.measure("overhead", NAIVE, "naive p50 - direct p50", "ms")
     bare = ctx.measure("overhead", BARE, "bare p50 - direct p50 (floor)", "ms")
+    local = ctx.measure("overhead", LOCAL, "flask alone p50 - direct p50 (no upstream call)", "ms")
     against_naive = {
         c: ctx.measure("overhead", c, "node p50 - naive proxy p50", "ms") for c in classes
     }
@@ -58,7 +62,8 @@ def overhead(ctx: Context) -> None:
 
     def each_round(number: int, res: dict[str, wrk.WrkResult]) -> None:
         direct = res["direct"]
-        for name, m in [("nginx", nginx), (NAIVE, naive), (BARE, bare), *nodes.items()]:
+        references = [("nginx", nginx), (NAIVE, naive), (BARE, bare), (LOCAL, local)]
+        for name, m in [*references, *nodes.items()]:
             m.add(
                 round(res[name].p50_ms - direct.p50_ms, 4),
                 p50_ms=res[name].p50_ms,
