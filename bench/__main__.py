@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--worker-class",
         choices=[*WORKER_CLASSES, "all"],
-        help="gunicorn worker class(es) to run (default: all three for overhead and "
+        help="gunicorn worker class(es) to run (default: all three for overhead, throughput and "
         "concurrency, gthread for the rest)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON file")

@@ -83,7 +83,7 @@ def _p50s(res: dict[str, wrk.WrkResult]) -> str:
 
 def throughput(ctx: Context) -> None:
     """Fast upstream, 16 connections: node req/s divided by direct req/s."""
-    classes = ctx.classes_or(DEFAULT)
+    classes = ctx.classes_or(ALL)
     seconds = ctx.seconds(2, 1)
     rounds = ctx.rounds_or(5)
     ctx.record("throughput", connections=16, seconds_per_run=seconds, rounds=rounds)
