@@ -47,3 +47,23 @@ def test_a_forked_child_opens_its_own_connections(tmp_path: Path) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert store.breaker("m").failures == 2
+
+
+def test_a_count_survives_a_heal_clearing_the_breakers_mid_way(tmp_path: Path) -> None:
+    """A heal's `DELETE FROM breakers` may run between any two statements of a count (seen
+    in the chaos suite as a 500: the count's UPDATE found no row)."""
+    store = SqliteStateStore(tmp_path / "state.db", FakeClock())
+    store.breaker_count("m", "failures", 2)
+    run = store._run
+    statements: list[int] = []
+
+    def heal_before_each_statement(use):  # type: ignore[no-untyped-def]
+        statements.append(1)
+        run(lambda db: db.execute("DELETE FROM breakers").close())
+        return run(use)
+
+    store._run = heal_before_each_statement  # type: ignore[method-assign]
+    assert store.breaker_count("m", "failures", 1) == 1  # counted afresh, not lost
+    store._run = run  # type: ignore[method-assign]
+    assert statements, "the count ran no statement"
+    assert store.breaker("m").failures == 1

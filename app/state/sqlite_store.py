@@ -98,10 +98,12 @@ class SqliteStateStore(SqliteFile):
         """Add `delta` to `failures` or `successes`; return the new value."""
         if field not in _FIELDS:
             raise ValueError(field)
-        self._ensure_breaker(name)
+        # One statement: a heal clearing the breakers between an insert and an update would
+        # leave the update nothing to count on.
         row = self._one(
-            f"UPDATE breakers SET {field} = {field} + ? WHERE name = ? RETURNING {field}",
-            (delta, name),
+            f"INSERT INTO breakers (name, {field}) VALUES (?, ?) ON CONFLICT (name)"
+            f" DO UPDATE SET {field} = {field} + excluded.{field} RETURNING {field}",
+            (name, delta),
         )
         return int(row[0])
 
