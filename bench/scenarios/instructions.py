@@ -35,6 +35,7 @@ from tests.support.processes import (
 )
 
 FEW, MANY = 30, 330
+QUICK_FEW, QUICK_MANY = 10, 110  # --quick: start-up is most of a run anyway
 WARM_UP = 20
 VALGRIND_START_SECONDS = 240  # a worker's imports run ~50x slower under callgrind
 SERVERS = ("node", "naive proxy", "bare proxy", "flask alone")
@@ -117,10 +118,11 @@ def count_worker(name: str, sim_url: str, calls: int, logs: Path) -> int:
 def cpu_cost(ctx: Context) -> None:
     """Instructions per call: the node against the naive and bare proxies and Flask alone."""
     rounds = ctx.rounds_or(1)
+    few, many = (QUICK_FEW, QUICK_MANY) if ctx.quick else (FEW, MANY)
     ctx.record(
         "cpu-cost",
         counter="valgrind --tool=callgrind (user-space instructions, one gthread worker)",
-        calls=f"({MANY} - {FEW}) calls after {WARM_UP} warm-up calls, one keep-alive connection",
+        calls=f"({many} - {few}) calls after {WARM_UP} warm-up calls, one keep-alive connection",
         rounds=rounds,
     )
     sim = ctx.stack.simulator()
@@ -133,7 +135,7 @@ def cpu_cost(ctx: Context) -> None:
     }
     logs = ctx.stack.logs
     for number in range(rounds):
-        jobs = [(s, n) for s in SERVERS for n in (FEW, MANY)]
+        jobs = [(s, n) for s in SERVERS for n in (few, many)]
         with ThreadPoolExecutor(max_workers=2) as pool:  # valgrind runs one core per process
             totals = dict(
                 zip(
@@ -142,9 +144,9 @@ def cpu_cost(ctx: Context) -> None:
                     strict=True,
                 )
             )
-        cost = {s: (totals[(s, MANY)] - totals[(s, FEW)]) / (MANY - FEW) for s in SERVERS}
+        cost = {s: (totals[(s, many)] - totals[(s, few)]) / (many - few) for s in SERVERS}
         for s in SERVERS:
-            per_call[s].add(round(cost[s] / 1e6, 3), few=totals[(s, FEW)], many=totals[(s, MANY)])
+            per_call[s].add(round(cost[s] / 1e6, 3), few=totals[(s, few)], many=totals[(s, many)])
         for other, m in ratios.items():
             m.add(round(cost["node"] / cost[other], 4))
         log(
