@@ -4,7 +4,7 @@ and with none of the node's work (validation, rotation, state, metrics, logs). `
 - `naive` (the issue's reference point): Flask + requests + pybreaker, `breaker.call()` around
   `session.post()`;
 - `bare`: Flask + one `requests.Session` that does not re-read the environment per call, no
-  breaker: the floor of any proxy built on gunicorn, Flask and requests;
+  breaker: a plain proxy on gunicorn, Flask and `session.post()`;
 - `local`: gunicorn + Flask answering a canned generateContent reply itself, with no upstream
   call at all: what the server side alone costs before a gateway has done anything.
 
