@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.scenarios.instructions import callgrind_total, count_worker
+from bench.scenarios.latency import LOCAL
 
 
 def test_callgrind_total_reads_the_summary_line(tmp_path: Path) -> None:
@@ -22,9 +23,7 @@ def test_callgrind_total_reads_the_summary_line(tmp_path: Path) -> None:
 def test_count_worker_counts_calls_in_the_worker(tmp_path: Path) -> None:
     nowhere = "http://127.0.0.1:9"  # flask alone calls no upstream
     with ThreadPoolExecutor(2) as pool:
-        few, many = pool.map(
-            lambda calls: count_worker("flask alone", nowhere, calls, tmp_path), (2, 42)
-        )
+        few, many = pool.map(lambda calls: count_worker(LOCAL, nowhere, calls, tmp_path), (2, 42))
     per_call = (many - few) / 40
     # gunicorn + Flask answering a canned reply: about a million instructions a call here;
     # far more than nothing, far less than a proxied call (~3 M).

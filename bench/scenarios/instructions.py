@@ -26,6 +26,7 @@ from bench.harness import (
     reference_command,
 )
 from bench.scenarios.common import Context, log
+from bench.scenarios.latency import BARE, LOCAL, NAIVE
 from tests.support.processes import (
     Service,
     child_pids,
@@ -38,8 +39,8 @@ FEW, MANY = 30, 330
 QUICK_FEW, QUICK_MANY = 10, 110  # --quick: start-up is most of a run anyway
 WARM_UP = 20
 VALGRIND_START_SECONDS = 240  # a worker's imports run ~50x slower under callgrind
-SERVERS = ("node", "naive proxy", "bare proxy", "flask alone")
-_KINDS = {"naive proxy": "naive", "bare proxy": "bare", "flask alone": "local"}
+SERVERS = ("node", NAIVE, BARE, LOCAL)  # named as in the overhead scenario
+_KINDS = {NAIVE: "naive", BARE: "bare", LOCAL: "local"}
 
 
 def valgrind_prefix(out_dir: Path) -> list[str]:
