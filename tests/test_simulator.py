@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -176,6 +177,55 @@ def test_array_stream(sim: SimulatorServer) -> None:
     chunks = json.loads(text)
     assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks) == REPLY
     assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+
+
+@pytest.mark.parametrize("alt", ["sse", "json"])
+def test_stamped_chunks_carry_the_time_they_were_written(sim: SimulatorServer, alt: str) -> None:
+    configure(sim, stream_chunks=3, chunk_delay_ms=50, stamp_chunks=1)
+    before = time.time()
+    response = requests.post(
+        api(sim, "streamGenerateContent") + f"?alt={alt}",
+        json=PROMPT,
+        headers={"x-goog-api-key": KEY},
+        timeout=5,
+    )
+    after = time.time()
+    if alt == "sse":
+        chunks = [json.loads(line[6:]) for line in response.text.split("\r\n\r\n") if line]
+    else:
+        chunks = response.json()
+    stamps = [chunk["simSentAt"] for chunk in chunks]
+    assert len(stamps) == 3 and before <= stamps[0] and stamps[-1] <= after
+    # Each chunk is stamped after the pause before it, not when the stream began.
+    assert all(later - earlier >= 0.05 for earlier, later in itertools.pairwise(stamps))
+    assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks) == REPLY
+    configure(sim, stamp_chunks=0)
+    unstamped = generate(sim).json()
+    assert "simSentAt" not in unstamped
+    bad = requests.post(f"{sim.url}/_sim/config", json={"stamp_chunks": 2}, timeout=5)
+    assert bad.status_code == 400
+
+
+def test_stats_count_calls_in_flight_and_their_peak(sim: SimulatorServer) -> None:
+    configure(sim, latency_ms=2000)
+
+    def stats() -> dict[str, Any]:
+        result: dict[str, Any] = requests.get(f"{sim.url}/_sim/stats", timeout=5).json()
+        return result
+
+    # Earlier tests may leave a hanging call behind: count from what is in flight now.
+    base = stats()["in_flight"]
+    with ThreadPoolExecutor(5) as pool:
+        calls = [pool.submit(generate, sim) for _ in range(5)]
+        deadline = time.monotonic() + 5
+        while stats()["in_flight"] < base + 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stats()["in_flight"] == base + 5
+        assert all(call.result().status_code == 200 for call in calls)
+    after = stats()
+    assert after["in_flight"] <= base and after["peak_in_flight"] >= base + 5
+    requests.post(f"{sim.url}/_sim/reset", timeout=5)
+    assert stats()["peak_in_flight"] <= base
 
 
 @pytest.mark.parametrize(
@@ -463,6 +513,8 @@ def test_stats_requests_and_reset(sim: SimulatorServer) -> None:
     requests.post(api(sim, "countTokens"), json=PROMPT, headers={"x-goog-api-key": KEY}, timeout=5)
     requests.get(f"{sim.url}/v1beta/models", params={"key": KEY}, timeout=5)
     stats = requests.get(f"{sim.url}/_sim/stats", timeout=5).json()
+    for counter in ("in_flight", "peak_in_flight"):  # see the in-flight test below
+        stats.pop(counter)
     assert stats == {
         "total": 4,
         "by_model": {MODEL: 2, "gemini-3.5-flash": 1},
@@ -485,6 +537,7 @@ def test_stats_requests_and_reset(sim: SimulatorServer) -> None:
         "stream_chunks": 4,
         "chunk_delay_ms": 0,
         "latency_ms": 0,
+        "stamp_chunks": 0,
     }
     assert requests.get(f"{sim.url}/_sim/health", timeout=5).json() == {"status": "ok"}
     bad = requests.post(f"{sim.url}/_sim/config", json={"stream_chunks": 0}, timeout=5)

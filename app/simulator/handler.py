@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl, unquote
 
@@ -74,7 +75,11 @@ class SimulatorHandler(WireHandler):
                 code, body = handle_control(self.state, self.command, path, query, raw)
                 self.send_body(code, body)
             else:
-                self._api(path, query, raw)
+                self.state.recorder.call_started()
+                try:
+                    self._api(path, query, raw)
+                finally:
+                    self.state.recorder.call_ended()
         except ClientGone:
             self.close_connection = True
         except _Reply as reply:
@@ -242,7 +247,7 @@ class SimulatorHandler(WireHandler):
 
     def _stream(self, chunks: list[r.JsonObject], sse: bool, fault: Fault | None) -> None:
         """A streamed answer: SSE events or one incrementally sent JSON array."""
-        frames = list(_frames(chunks, sse))
+        frames: list[bytes] | _StampedFrames = list(_frames(chunks, sse))
         kind = fault.kind if fault else None
         content_type = "text/event-stream" if sse else JSON_TYPE
         if kind == "malformed":
@@ -252,28 +257,53 @@ class SimulatorHandler(WireHandler):
             self._send_slowly(b"".join(frames), fault.params["ms"] / 1000, content_type)
             return
         cut = fault.params["after"] if fault is not None and kind == "stream_cut" else None
-        delay = self.state.config.snapshot()["chunk_delay_ms"] / 1000
+        config = self.state.config.snapshot()
+        delay = config["chunk_delay_ms"] / 1000
+        if config["stamp_chunks"] and kind != "malformed":
+            frames = _StampedFrames(chunks, sse)
         self.start_stream(200, content_type)
+        # The pause comes before the next frame is taken: a stamped frame is stamped after it.
         for index, frame in enumerate(frames):
             if cut is not None and index >= cut:
                 self.close_connection = True
                 return
-            if index and delay and self.state.stopping.wait(delay):
+            self.write_chunk(frame)
+            more = index + 1 < len(frames)
+            if more and delay and self.state.stopping.wait(delay):
                 self.close_connection = True
                 return
-            self.write_chunk(frame)
         if cut is not None:
             self.close_connection = True
             return
         self.end_stream()
 
 
-def _frames(chunks: list[r.JsonObject], sse: bool) -> Iterable[bytes]:
+class _StampedFrames:
+    """The frames of `_frames`, each chunk stamped with `simSentAt` (Unix time) as it is
+    taken to be written, so a client can tell how long a chunk took to reach it."""
+
+    def __init__(self, chunks: list[r.JsonObject], sse: bool) -> None:
+        self._chunks = chunks
+        self._sse = sse
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def __iter__(self) -> Iterator[bytes]:
+        last = len(self._chunks) - 1
+        for index, chunk in enumerate(self._chunks):
+            stamped = [{**chunk, "simSentAt": round(time.time(), 6)}]
+            yield from _frames(stamped, self._sse, first=index == 0, last=index == last)
+
+
+def _frames(
+    chunks: list[r.JsonObject], sse: bool, first: bool = True, last: bool = True
+) -> Iterable[bytes]:
     if sse:
         for chunk in chunks:
             yield b"data: " + r.compact(chunk) + b"\r\n\r\n"
         return
-    last = len(chunks) - 1
+    end = len(chunks) - 1 if last else -1
     for index, chunk in enumerate(chunks):
-        frame = (b"[" if index == 0 else b",\r\n") + r.compact(chunk)
-        yield frame + b"]" if index == last else frame
+        frame = (b"[" if index == 0 and first else b",\r\n") + r.compact(chunk)
+        yield frame + b"]" if index == end else frame

@@ -9,7 +9,13 @@ from typing import Any
 from app.simulator.faults import FaultRegistry
 
 REQUEST_LOG_SIZE = 200
-DEFAULT_CONFIG: dict[str, Any] = {"stream_chunks": 4, "chunk_delay_ms": 0, "latency_ms": 0}
+DEFAULT_CONFIG: dict[str, Any] = {
+    "stream_chunks": 4,
+    "chunk_delay_ms": 0,
+    "latency_ms": 0,
+    # 1: every stream chunk carries `simSentAt`, the Unix time it was written (for benchmarks)
+    "stamp_chunks": 0,
+}
 MAX_STREAM_CHUNKS = 10_000
 MAX_DELAY_MS = 600_000
 
@@ -48,6 +54,9 @@ class Config:
             if name == "stream_chunks":
                 if not isinstance(value, int) or not 1 <= value <= MAX_STREAM_CHUNKS:
                     raise ConfigError(f"stream_chunks must be an integer in 1..{MAX_STREAM_CHUNKS}")
+            elif name == "stamp_chunks":
+                if value not in (0, 1):
+                    raise ConfigError("stamp_chunks must be 0 or 1")
             elif not 0 <= value <= MAX_DELAY_MS:
                 raise ConfigError(f"{name} must be in 0..{MAX_DELAY_MS}")
             checked[name] = value
@@ -57,7 +66,8 @@ class Config:
 
 
 class Recorder:
-    """Counts API calls and keeps the last `REQUEST_LOG_SIZE` of them."""
+    """Counts API calls (in flight now, and the most at once since the last reset) and keeps
+    the last `REQUEST_LOG_SIZE` of them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -66,6 +76,19 @@ class Recorder:
         self._by_model: dict[str, int] = {}
         self._by_method: dict[str, int] = {}
         self._faults_served = 0
+        self._in_flight = 0
+        self._peak_in_flight = 0
+
+    def call_started(self) -> None:
+        """An API call is being answered (counted until `call_ended`)."""
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+
+    def call_ended(self) -> None:
+        """An API call's answer is complete (or abandoned)."""
+        with self._lock:
+            self._in_flight -= 1
 
     def record(self, entry: dict[str, Any]) -> None:
         """Count one API call and append it to the log."""
@@ -92,6 +115,8 @@ class Recorder:
                 "by_model": dict(self._by_model),
                 "by_method": dict(self._by_method),
                 "faults_served": self._faults_served,
+                "in_flight": self._in_flight,
+                "peak_in_flight": self._peak_in_flight,
             }
 
     def requests(self, limit: int) -> list[dict[str, Any]]:
@@ -108,6 +133,7 @@ class Recorder:
             self._by_model.clear()
             self._by_method.clear()
             self._faults_served = 0
+            self._peak_in_flight = self._in_flight
 
 
 class SimulatorState:
