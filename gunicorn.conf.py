@@ -14,6 +14,9 @@ workers = _settings.web_concurrency
 worker_class = _settings.gunicorn_worker_class
 # gunicorn turns a sync worker with threads > 1 into gthread: threads only for gthread.
 threads = _settings.gunicorn_threads if worker_class == "gthread" else 1
+# Connections a gevent (or gthread) worker holds; the app refuses calls past
+# MAX_CALLS_IN_FLIGHT itself, so that the rest of these stay free for /health and refusals.
+worker_connections = _settings.worker_connections
 timeout = _settings.gunicorn_timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = 5

@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     # master's hooks stay light and prometheus_client is first imported inside a worker.
     from flask import Flask
 
-    from app import errors, logs, request_context, resilience
+    from app import admission, errors, logs, request_context, resilience
     from app.blueprints import admin, legacy, node, ops
     from app.clock import SYSTEM_CLOCK
     from app.proxies import TrustedProxyFix
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     errors.init_app(app)
     request_context.init_app(app)
     resilience.init_app(app, settings, clock or SYSTEM_CLOCK)
+    admission.init_app(app, settings.max_calls_in_flight)
     for blueprint in (node.bp, legacy.bp, ops.bp, admin.bp):
         app.register_blueprint(blueprint)
     limiter = app.extensions["l104.limiter"]

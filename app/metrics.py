@@ -21,6 +21,24 @@ REQUEST_SECONDS = Histogram(
 IN_FLIGHT = Gauge(
     "l104_requests_in_flight", "Client requests being served", multiprocess_mode="livesum"
 )
+CALLS_IN_FLIGHT = Gauge(
+    "l104_calls_in_flight",
+    "Client calls admitted and not yet finished (streams until their last byte)",
+    multiprocess_mode="livesum",
+)
+CALLS_IN_FLIGHT_LIMIT = Gauge(
+    "l104_calls_in_flight_limit",
+    "Calls the live workers admit at once (MAX_CALLS_IN_FLIGHT per worker)",
+    multiprocess_mode="livesum",
+)
+REFUSED = Counter(
+    "l104_refused_requests",
+    "Client calls refused before any upstream call, by reason",
+    ["reason"],
+)
+OVERLOADS = Counter(
+    "l104_worker_overloads", "Times a worker reached MAX_CALLS_IN_FLIGHT and began refusing"
+)
 UPSTREAM_CALLS = Counter(
     "l104_upstream_calls", "Upstream calls by model and outcome", ["model", "outcome"]
 )

@@ -16,6 +16,9 @@ from app.model_names import InvalidModelName, validate_model_name
 # In TRUSTED_PROXIES: trust a proxy that reaches gunicorn over its unix socket.
 UNIX_SOCKET_PEER = "unix"
 GOOGLE_API_BASE = "https://generativelanguage.googleapis.com/v1beta"
+# Connections a worker holds beyond its calls in flight: health checks, scrapes, idle
+# keep-alives and the calls it refuses, so that a full worker still answers them at once.
+CONNECTION_HEADROOM = 500
 DEFAULT_MODELS = (
     "gemini-3.8-flash",
     "gemini-3.7-flash",
@@ -182,7 +185,8 @@ class Settings:
     upstream_timeout: tuple[float, float] = _env(
         "UPSTREAM_TIMEOUT", _timeout_pair, default=(5.0, 110.0)
     )
-    upstream_pool_size: int = _env("UPSTREAM_POOL_SIZE", _positive_int, default=100)
+    # 0: as many as MAX_CALLS_IN_FLIGHT, so every call in flight keeps its connection
+    upstream_pool_size: int = _env("UPSTREAM_POOL_SIZE", _non_negative_int, default=0)
     port: int = _env("PORT", _port, default=8081)
     log_level: str = _env("LOG_LEVEL", _log_level, default="INFO")
     access_log: bool = _env("ACCESS_LOG", _bool, default=True)
@@ -231,10 +235,27 @@ class Settings:
     # gunicorn (read by gunicorn.conf.py)
     host: str = _env("HOST", str, default="127.0.0.1")
     web_concurrency: int = _env("WEB_CONCURRENCY", _positive_int, default=2)
-    gunicorn_worker_class: str = _env("GUNICORN_WORKER_CLASS", _worker_class, default="gthread")
+    gunicorn_worker_class: str = _env("GUNICORN_WORKER_CLASS", _worker_class, default="gevent")
     gunicorn_threads: int = _env("GUNICORN_THREADS", _positive_int, default=64)
+    # capacity (see README, Capacity): calls admitted at once per worker, connections held
+    max_calls_in_flight: int = _env("MAX_CALLS_IN_FLIGHT", _positive_int, default=1500)
+    # 0: MAX_CALLS_IN_FLIGHT + CONNECTION_HEADROOM (gunicorn's worker_connections)
+    worker_connections: int = _env("WORKER_CONNECTIONS", _non_negative_int, default=0)
     gunicorn_timeout: int = _env("GUNICORN_TIMEOUT", _positive_int, default=180)
     graceful_timeout: int = _env("GRACEFUL_TIMEOUT", _positive_int, default=150)
+
+    def __post_init__(self) -> None:
+        if not self.upstream_pool_size:
+            object.__setattr__(self, "upstream_pool_size", self.max_calls_in_flight)
+        if not self.worker_connections:
+            connections = self.max_calls_in_flight + CONNECTION_HEADROOM
+            object.__setattr__(self, "worker_connections", connections)
+        elif self.worker_connections <= self.max_calls_in_flight:
+            raise SettingsError(
+                "WORKER_CONNECTIONS",
+                f"must be above MAX_CALLS_IN_FLIGHT ({self.max_calls_in_flight}), or calls past "
+                "the limit would wait for a connection instead of being refused",
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

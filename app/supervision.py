@@ -104,10 +104,12 @@ class Supervisor:
 
     # master
     def on_starting(self, server: Any) -> None:
-        """Before the master forks: shared directories, JSON logs, simulator mode."""
-        from app import logs
+        """Before the master forks: JSON logs, descriptor limits, shared directories,
+        simulator mode."""
+        from app import fd_limits, logs
 
         logs.configure(self.settings.log_level, self.settings.secrets)
+        fd_limits.ensure(self.settings)
         state, made_state = prepare_dir(os.environ, "L104_STATE_DIR", "l104-state-", STATE_FILES)
         metrics, made_metrics = prepare_dir(
             os.environ, "PROMETHEUS_MULTIPROC_DIR", "l104-metrics-", None

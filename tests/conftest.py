@@ -118,6 +118,6 @@ def running_node(
 
 @pytest.fixture(scope="session")
 def node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
-    """Real gunicorn (2 gthread workers) with gunicorn.conf.py, open to any client."""
+    """Real gunicorn (2 workers of the default class) with gunicorn.conf.py, open to any client."""
     with running_node(simulator_service, logs_dir, "node") as service:
         yield service

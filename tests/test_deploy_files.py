@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from app import fd_limits
 from app.settings import Settings, env_vars
 from tests.support import nginx
 from tests.support.processes import ROOT
@@ -121,6 +122,12 @@ def test_unit_binds_the_socket_nginx_uses_and_wipes_metrics_before_start(unit: U
     assert any(cmd[:2] == ["/bin/mkdir", "-p"] and METRICS_DIR in cmd for cmd in pre[1:])
     # The env file is read after Environment=, so it can override these (a TCP bind).
     assert service["ReadWritePaths"] == ["/run/l104-node"]
+
+
+def test_unit_allows_the_descriptors_the_default_settings_use(unit: Unit) -> None:
+    service = {key: values[-1] for key, values in unit["Service"].items()}
+    limit = int(service["LimitNOFILE"].split(":")[0])
+    assert limit >= fd_limits.needed_per_worker(DEFAULTS) > 1024
 
 
 def test_unit_is_hardened(unit: Unit) -> None:

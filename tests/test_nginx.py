@@ -37,7 +37,7 @@ RECYCLE_SIGNAL = signal.SIGTERM
 
 @pytest.fixture(scope="module")
 def proxied_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
-    """A node (2 gthread workers) that trusts X-Forwarded-For from loopback."""
+    """A node (2 workers of the default class) that trusts X-Forwarded-For from loopback."""
     with running_node(
         simulator_service, logs_dir, "nginx-node", TRUSTED_PROXIES="127.0.0.1", ADMIN_TOKEN=ADMIN
     ) as service:

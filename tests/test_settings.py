@@ -7,7 +7,13 @@ import sys
 
 import pytest
 
-from app.settings import DEFAULT_MODELS, GOOGLE_API_BASE, Settings, SettingsError
+from app.settings import (
+    CONNECTION_HEADROOM,
+    DEFAULT_MODELS,
+    GOOGLE_API_BASE,
+    Settings,
+    SettingsError,
+)
 from tests.support.processes import ROOT
 
 
@@ -18,6 +24,27 @@ def test_defaults() -> None:
     assert settings.port == 8081
     assert settings.node_api_keys == ()
     assert settings.upstream_kind == "google"
+
+
+def test_capacity_defaults_follow_the_call_limit() -> None:
+    default = Settings.from_env({})
+    assert default.gunicorn_worker_class == "gevent"
+    assert default.max_calls_in_flight == 1500
+    assert default.upstream_pool_size == 1500  # a kept connection for every call in flight
+    assert default.worker_connections == 1500 + CONNECTION_HEADROOM
+    sized = Settings.from_env({"MAX_CALLS_IN_FLIGHT": "40"})
+    assert (sized.upstream_pool_size, sized.worker_connections) == (40, 40 + CONNECTION_HEADROOM)
+    explicit = Settings.from_env(
+        {"MAX_CALLS_IN_FLIGHT": "40", "UPSTREAM_POOL_SIZE": "8", "WORKER_CONNECTIONS": "41"}
+    )
+    assert (explicit.upstream_pool_size, explicit.worker_connections) == (8, 41)
+
+
+def test_worker_connections_must_leave_room_past_the_call_limit() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"MAX_CALLS_IN_FLIGHT": "40", "WORKER_CONNECTIONS": "40"})
+    assert caught.value.var == "WORKER_CONNECTIONS"
+    assert "above MAX_CALLS_IN_FLIGHT (40)" in str(caught.value)
 
 
 def test_values_from_environment() -> None:
@@ -72,6 +99,8 @@ def test_gemini_model_alone_is_a_one_model_list() -> None:
         ("STATE_URL", "http://127.0.0.1:6379", "redis://"),
         ("TRUSTED_PROXIES", "10.0.0.0/8,nowhere", "not an IP address"),
         ("RATE_LIMIT", "lots", "60/minute"),
+        ("MAX_CALLS_IN_FLIGHT", "0", "positive integer"),
+        ("WORKER_CONNECTIONS", "-1", "0 or a positive integer"),
     ],
 )
 def test_bad_values_name_the_variable(var: str, value: str, problem: str) -> None:

@@ -20,13 +20,16 @@ ADMIN = "worker-admin-s3cr3t-0123456789"
 PROMPT = {"contents": [{"parts": [{"text": "keep going"}]}]}
 
 
-@pytest.fixture
+# The default (gevent) first; gthread and sync stay supported, so recycling is tested on each.
+@pytest.fixture(params=["gevent", "gthread", "sync"])
 def worker_node(simulator_service: Service, logs_dir: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    """A fresh node per test: 2 workers, recycle after 3 failures, no minimum age."""
+    """A fresh node per test: 2 workers of each class, recycle after 3 failures, no minimum
+    age."""
     with running_node(
         simulator_service,
         logs_dir,
         request.node.name,
+        GUNICORN_WORKER_CLASS=request.param,
         ADMIN_TOKEN=ADMIN,
         WORKER_MAX_FAILURES="3",
         WORKER_MIN_AGE="0",

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, stream_with_context
 
-from app import sse
+from app import admission, sse
 from app.blueprints.node import open_stream, relay
 from app.client_auth import require_client_key
 from app.errors import ApiError, BadRequest
@@ -18,6 +18,7 @@ from app.validation import json_body
 
 bp = Blueprint("legacy", __name__, url_prefix="/api")
 bp.before_request(require_client_key)
+admission.guard(bp)
 
 
 @bp.post("/v6/stream")

@@ -8,7 +8,7 @@ from functools import partial
 
 from flask import Blueprint, Response, g, request, stream_with_context
 
-from app import sse
+from app import admission, sse
 from app.client_auth import require_client_key
 from app.errors import ApiError, BadRequest, UpstreamError, UpstreamMalformed, sse_error_event
 from app.resilience import get_gateway
@@ -24,6 +24,7 @@ from app.validation import (
 
 bp = Blueprint("node", __name__)
 bp.before_request(require_client_key)
+admission.guard(bp)
 
 MODEL_HEADER = "X-L104-Model"
 JSON_TYPE = "application/json; charset=UTF-8"

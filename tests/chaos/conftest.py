@@ -30,7 +30,7 @@ NodeFactory = Callable[[str, str], Service]
 
 @pytest.fixture
 def chaos_node(logs_dir: Path) -> Iterator[NodeFactory]:
-    """Starts a chaos node (2 gthread workers) in front of an upstream URL; stops it after."""
+    """Starts a chaos node (2 workers, default class) before an upstream URL; stops it after."""
     started: list[Service] = []
 
     def start(simulator_url: str, name: str) -> Service:

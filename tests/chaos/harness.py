@@ -23,8 +23,6 @@ BUDGET_WINDOW = 10.0  # the retry budget's sliding window (app.retry_budget)
 # The chaos node: small thresholds so that every healing step happens within seconds.
 CHAOS_SETTINGS = {
     "WEB_CONCURRENCY": "2",
-    "GUNICORN_WORKER_CLASS": "gthread",
-    "GUNICORN_THREADS": "16",
     "CIRCUIT_BREAKER_THRESHOLD": "3",
     "CIRCUIT_BREAKER_TIMEOUT": f"{BREAKER_TIMEOUT:g}",
     "REQUEST_DEADLINE": f"{DEADLINE:g}",
