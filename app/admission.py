@@ -34,6 +34,7 @@ class CallSlots:
         self.overloaded = False
         self._lock = threading.Lock()
         metrics.CALLS_IN_FLIGHT_LIMIT.set(limit)
+        metrics.REFUSED.labels(OVERLOADED)  # exported as 0 before the first refusal
 
     def try_take(self) -> bool:
         """Take a slot; False (and the refusal counted) when all are taken."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import current_app
 
+from app.admission import CallSlots
 from app.breaker import BreakerBoard
 from app.cooldowns import Cooldowns
 from app.settings import Settings
@@ -54,6 +55,7 @@ def node_status() -> dict[str, Any]:
     """Breakers, cooldowns, trackers and heal history (for /self/status)."""
     store: StateStore = current_app.extensions["l104.state"]
     client: UpstreamClient = current_app.extensions["l104.upstream"]
+    slots: CallSlots = current_app.extensions["l104.admission"]
     states = model_states()
     return {
         "circuit_open": all_open(states),
@@ -63,5 +65,8 @@ def node_status() -> dict[str, Any]:
             "pid": os.getpid(),
             "http_client_errors": client.health.errors,
             "last_http_reset": client.last_reset,
+            "calls_in_flight": slots.in_flight,
+            "calls_in_flight_limit": slots.limit,
+            "overloaded": slots.overloaded,
         },
     }

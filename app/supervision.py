@@ -83,6 +83,11 @@ class WorkerFailures:
         return True
 
 
+def is_gevent_worker(worker: Any) -> bool:
+    """True for gunicorn's gevent workers (their greenlets share one thread)."""
+    return any(base.__module__ == "gunicorn.workers.ggevent" for base in type(worker).__mro__)
+
+
 def _status(resp: Any) -> int | None:
     code = getattr(resp, "status_code", None)
     if isinstance(code, int):
@@ -101,6 +106,7 @@ class Supervisor:
         self.failures = WorkerFailures(settings.worker_max_failures, settings.worker_failure_window)
         self.flask_app: Any = None
         self._store: Any = None
+        self._yield: Any = None  # gevent.sleep under the gevent worker
 
     # master
     def on_starting(self, server: Any) -> None:
@@ -163,6 +169,10 @@ class Supervisor:
     def post_worker_init(self, worker: Any) -> None:
         """The app is loaded: bind the recycler, start the heal watcher and the watchdog."""
         self.flask_app = worker.wsgi
+        if is_gevent_worker(worker):
+            import gevent
+
+            self._yield = gevent.sleep
         extensions = self.flask_app.extensions
         extensions["l104.recycler"].bind(worker)
         extensions["l104.heal_watcher"].start()
@@ -173,10 +183,17 @@ class Supervisor:
         log_event(log, "worker_ready", pid=os.getpid(), worker_class=type(worker).__name__)
 
     def post_request(self, worker: Any, req: Any, environ: dict[str, Any], resp: Any) -> None:
-        """Count this worker's failures; past WORKER_MAX_FAILURES in the window, recycle it."""
+        """Count this worker's failures; past WORKER_MAX_FAILURES in the window, recycle it.
+        Under gevent, let the other connections' greenlets run before this one goes on."""
         if self.failures.record(_status(resp), bool(environ.get("l104.fail_fast"))):
             if self.flask_app is not None:
                 self.flask_app.extensions["l104.recycler"].request("failures")
+        if self._yield is not None:
+            # gunicorn's gevent worker reads a keep-alive connection's next request without
+            # yielding when it has already arrived: under load a few busy connections then
+            # starve the others for up to a second (/health, 64 connections: p99 1.14 s,
+            # 107 ms with this yield). Every other worker class is preemptive already.
+            self._yield(0)
 
     def worker_abort(self, worker: Any) -> None:
         """gunicorn's timeout killed a hung worker (SIGABRT): say so in the log."""

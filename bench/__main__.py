@@ -32,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--worker-class",
         choices=[*WORKER_CLASSES, "all"],
-        help="gunicorn worker class(es) to run (default: all three for overhead, throughput and "
-        "concurrency, gthread for the rest)",
+        help="gunicorn worker class(es) to run (default: all three for overhead and throughput, "
+        "the default class for the rest; capacity: the sized gthread pool too)",
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results JSON file")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from app.settings import Settings
 from tests.support.processes import (
     ROOT,
     Service,
@@ -35,25 +36,25 @@ ADMIN_TOKEN = "bench-admin-token"
 MODELS = ("gemini-3.8-flash", "gemini-3.5-flash", "gemini-2.5-flash-lite")
 PROMPT = '{"contents":[{"role":"user","parts":[{"text":"Benchmark me, please."}]}]}'
 WORKER_CLASSES = ("sync", "gthread", "gevent")
-# Enough gthread threads and upstream connections for 400 concurrent slow calls on 2 workers.
+DEFAULT_CLASS = Settings().gunicorn_worker_class  # what a node runs when nothing is set
+# The reference proxies' gthread threads (the node runs its own defaults).
 THREADS = 256
-POOL_SIZE = 256
 _READY = re.compile(r'"event": "worker_ready".*?"pid": (\d+)')
 NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 
 
-def node_env(sim_url: str, worker_class: str, **extra: str) -> dict[str, str]:
-    """The environment of a node in front of the simulator (production defaults otherwise)."""
-    return {
+def node_env(sim_url: str, worker_class: str | None, **extra: str) -> dict[str, str]:
+    """The environment of a node in front of the simulator: the shipped defaults but for the
+    worker class (None: the default) and `extra`."""
+    env = {
         "GEMINI_API_KEY": SIM_KEY,
         "GEMINI_API_BASE": f"{sim_url}/v1beta",
         "GEMINI_MODELS": ",".join(MODELS),
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_WORKER_CLASS": worker_class,
-        "GUNICORN_THREADS": str(THREADS),
-        "UPSTREAM_POOL_SIZE": str(POOL_SIZE),
         **extra,
     }
+    if worker_class is not None:
+        env.setdefault("GUNICORN_WORKER_CLASS", worker_class)
+    return env
 
 
 class Nginx:
@@ -125,12 +126,13 @@ class Stack:
         self._stops.append(service.stop)
         return service
 
-    def node(self, sim: Service, worker_class: str, **extra: str) -> Service:
-        """A node (real gunicorn) in front of `sim`, every worker ready."""
+    def node(self, sim: Service, worker_class: str | None, **extra: str) -> Service:
+        """A node (real gunicorn) in front of `sim`, every worker ready; worker class None
+        and no `extra`: exactly as shipped."""
         env = node_env(sim.url, worker_class, **extra)
-        service = start_node(self._log(f"node-{worker_class}"), env, timeout=60)
+        service = start_node(self._log(f"node-{worker_class or 'default'}"), env, timeout=60)
         self._stops.append(service.stop)
-        workers = int(env["WEB_CONCURRENCY"])
+        workers = int(env.get("WEB_CONCURRENCY", Settings().web_concurrency))
         wait_until(lambda: len(child_pids(service.process.pid)) >= workers, 30, "workers")
         warm(service.url, {}, "/health", workers * 4)
         return service

@@ -81,6 +81,7 @@ def test_200_streams_each_deliver_every_chunk_in_order(
 
 
 LIMIT = 10
+ADMIN = "capacity-admin-s3cr3t-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,7 @@ def small_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
         simulator_service,
         logs_dir,
         "capacity-small",
+        ADMIN_TOKEN=ADMIN,
         WEB_CONCURRENCY="1",
         MAX_CALLS_IN_FLIGHT=str(LIMIT),
         WORKER_MAX_FAILURES="5",
@@ -125,6 +127,13 @@ def test_calls_past_the_limit_get_503_with_a_retry_hint_at_once(
         assert requests.get(f"{small_node.url}/health", timeout=5).status_code == 200
         assert _metric(small_node, "l104_calls_in_flight") == LIMIT
         assert _metric(small_node, "l104_calls_in_flight_limit") == LIMIT
+        status = requests.get(
+            f"{small_node.url}/self/status",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            timeout=5,
+        ).json()
+        assert status["worker"]["calls_in_flight"] == LIMIT
+        assert status["worker"]["calls_in_flight_limit"] == LIMIT
     finally:
         burst.join(30)
     statuses = Counter(c.status for c in results)

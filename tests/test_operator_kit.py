@@ -51,6 +51,7 @@ ALERT_NAMES = {
     "L104FrequentWorkerRecycles",
     "L104AllModelsCoolingDown",
     "L104HighUpstreamErrorRatio",
+    "L104NodeAtCapacity",
     "L104NodeDown",
 }
 # A metric name of the node, not part of a recording rule's `level:metric:operations` name.

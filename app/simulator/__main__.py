@@ -1,7 +1,16 @@
-"""Command line: `python -m app.simulator --host 127.0.0.1 --port N [--api-key KEY] ...`."""
+"""Command line: `python -m app.simulator --host 127.0.0.1 --port N [--api-key KEY] ...`.
 
-from __future__ import annotations
+The process serves each connection on a gevent greenlet (the standard library's threading
+server, monkey-patched): it is the upstream of the benchmarks, and holds thousands of slow
+calls and streams, and bursts of new connections, without a thread for each. In-process
+(`start_in_thread`) it stays a plain threading server.
+"""
 
+from gevent import monkey
+
+monkey.patch_all()
+
+# ruff: noqa: E402  (patched before anything else is imported)
 import argparse
 import signal
 import sys
@@ -40,21 +49,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
-    # Block the stop signals in every thread (threads inherit the mask) and wait for them
-    # synchronously: no Python-level signal handler runs in the middle of anything.
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    # gevent runs these handlers in its loop, between greenlets: nothing is interrupted.
+    stopping = threading.Event()
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda number, frame: stopping.set())
     thread = threading.Thread(target=server.serve_forever, name="l104-simulator", daemon=True)
     try:
         thread.start()
         server.wait_serving(10)
         print(f"L104 Gemini simulator listening on {server.url}", flush=True)
-        signal.sigwait(stop_signals)
+        stopping.wait()
     finally:
         server.shutdown()
         if thread.is_alive():
             thread.join(5)
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return 0
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.scenarios.capacity import capacity
 from bench.scenarios.common import Context
 from bench.scenarios.faults import fail_fast, failover, streaming
 from bench.scenarios.healing import recovery, recycle
 from bench.scenarios.instructions import cpu_cost
-from bench.scenarios.latency import concurrency, overhead, throughput
+from bench.scenarios.latency import overhead, throughput
 from bench.scenarios.memory import memory
 from bench.scenarios.state import state_backend
 
@@ -17,7 +18,7 @@ Scenario = Callable[[Context], None]
 SCENARIOS: dict[str, Scenario] = {
     "overhead": overhead,
     "throughput": throughput,
-    "concurrency": concurrency,
+    "capacity": capacity,
     "fail-fast": fail_fast,
     "failover": failover,
     "streaming": streaming,

@@ -10,6 +10,7 @@ import requests
 from bench import wrk
 from bench.client import StreamClient
 from bench.harness import (
+    DEFAULT_CLASS,
     MODELS,
     PROMPT,
     Service,
@@ -21,7 +22,7 @@ from bench.harness import (
 from bench.report import Target
 from bench.scenarios.common import HEALTH, Context, Endpoint, generate_request, log
 
-DEFAULT = ("gthread",)
+DEFAULT = (DEFAULT_CLASS,)
 
 
 def fail_fast(ctx: Context) -> None:

@@ -11,6 +11,7 @@ from bench import wrk
 from bench.client import Prober
 from bench.harness import (
     ADMIN_TOKEN,
+    DEFAULT_CLASS,
     Service,
     control,
     event_counts,
@@ -22,7 +23,7 @@ from bench.harness import (
 from bench.report import Target
 from bench.scenarios.common import Context, generate_request, log
 
-DEFAULT = ("gthread",)
+DEFAULT = (DEFAULT_CLASS,)
 BREAKER_TIMEOUT = 5
 NODE_EVENTS = (
     "circuit_breaker_open",

@@ -1,14 +1,13 @@
-"""overhead, throughput and concurrency: the node against direct calls and an nginx hop."""
+"""overhead and throughput: the node against direct calls and an nginx hop."""
 
 from __future__ import annotations
 
 from bench import wrk
-from bench.harness import POOL_SIZE, THREADS, WORKER_CLASSES, Service, control
+from bench.harness import WORKER_CLASSES, Service
 from bench.report import Target
 from bench.scenarios.common import Context, Endpoint, generate_request, interleaved, log
 
 ALL = WORKER_CLASSES
-DEFAULT = ("gthread",)
 
 
 NAIVE = "naive proxy"
@@ -119,89 +118,3 @@ def throughput(ctx: Context) -> None:
 
 def _rps(res: dict[str, wrk.WrkResult]) -> str:
     return ", ".join(f"{k} {v.rps:.0f} req/s ({v.failed} failed)" for k, v in res.items())
-
-
-CONNECTIONS = 400
-LATENCY_MS = 1000
-
-
-def concurrency(ctx: Context) -> None:
-    """Upstream answers after 1 s, 400 connections: node req/s against the ideal 400 req/s."""
-    classes = ctx.classes_or(ALL)
-    seconds = ctx.seconds(10, 4)
-    rounds = ctx.rounds_or(3)
-    ideal = CONNECTIONS * 1000 / LATENCY_MS
-    ctx.record(
-        "concurrency",
-        connections=CONNECTIONS,
-        upstream_latency_ms=LATENCY_MS,
-        seconds_per_run=seconds,
-        rounds=rounds,
-        gunicorn_threads=THREADS,
-        upstream_pool_size=POOL_SIZE,
-        ideal_rps=ideal,
-        rate="connections / mean latency (Little's law; wrk keeps every connection busy), "
-        "or wrk's completed/duration when a run had timeouts or socket errors; wrk's "
-        "completed/duration is in the detail (it loses each connection's last in-flight call, "
-        "so with 1 s calls over 10 s it cannot exceed 0.9 of the ideal)",
-        note="sync nodes are restarted after each run: their listen backlog stays full",
-    )
-    sim, endpoints, nodes = _endpoints(ctx, classes, with_nginx=False)
-    control(sim).configure(latency_ms=LATENCY_MS)
-    log("concurrency: warming up 400 connections")
-    _warm([e for e in endpoints if e.name != "sync"], CONNECTIONS, seconds=3)
-    ratio = {
-        c: ctx.measure("concurrency", c, "node req/s / 400", "", Target(">=", 0.9)) for c in classes
-    }
-    errors = {
-        c: ctx.measure("concurrency", c, "failed requests", "", Target("==", 0, "max"))
-        for c in classes
-    }
-    direct = ctx.measure("concurrency", "direct", "direct req/s / 400", "")
-
-    def run(e: Endpoint) -> wrk.WrkResult:
-        result = wrk.run(
-            e.url,
-            generate_request(e.direct),
-            connections=CONNECTIONS,
-            seconds=seconds,
-            threads=2,
-            timeout=5,
-        )
-        if e.name == "sync":
-            # A sync node would go on serving the requests left in its backlog for minutes.
-            ctx.stack.stop(nodes["sync"])
-            nodes["sync"] = ctx.stack.node(sim, "sync")
-            endpoints[endpoints.index(e)] = Endpoint("sync", nodes["sync"].url)
-        return result
-
-    def each_round(number: int, res: dict[str, wrk.WrkResult]) -> None:
-        base = res["direct"]
-        base_rps = base.sustained_rps(CONNECTIONS)
-        direct.add(
-            round(base_rps / ideal, 4),
-            rps=round(base_rps, 1),
-            wrk_rps=round(base.rps, 1),
-            failed=base.failed,
-        )
-        for c in classes:
-            node = res[c]
-            rps = node.sustained_rps(CONNECTIONS)
-            ratio[c].add(
-                round(rps / ideal, 4),
-                rps=round(rps, 1),
-                wrk_rps=round(node.rps, 1),
-                node_over_direct=round(rps / base_rps, 4),
-                mean_ms=round(node.mean_ms, 1),
-                p50_ms=node.p50_ms,
-                p99_ms=node.p99_ms,
-            )
-            errors[c].add(
-                node.failed,
-                timeouts=node.timeouts,
-                socket_errors=node.socket_errors,
-                non_2xx=node.non_2xx,
-            )
-        log(f"concurrency round {number + 1}/{rounds}: " + _rps(res))
-
-    interleaved(endpoints, rounds, run, each_round)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 from bench import wrk
-from bench.harness import Service, rss_mb, worker_pids
+from bench.harness import DEFAULT_CLASS, Service, rss_mb, worker_pids
 from bench.report import Target
 from bench.scenarios.common import Context, generate_request, log
 
-DEFAULT = ("gthread",)
+DEFAULT = (DEFAULT_CLASS,)
 CONNECTIONS = 16
 
 

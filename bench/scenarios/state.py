@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench import wrk
+from bench.harness import DEFAULT_CLASS
 from bench.report import Target
 from bench.scenarios.common import Context, Endpoint, generate_request, interleaved, log
 
@@ -12,7 +13,7 @@ LOCAL, REDIS = "local state", "redis state"
 def state_backend(ctx: Context) -> None:
     """Two nodes in front of one simulator, one on in-node state and one on loopback Redis
     (STATE_URL): p50 and req/s at 1 and 16 connections, measured in the same rounds."""
-    classes = ctx.classes_or(("gthread",))
+    classes = ctx.classes_or((DEFAULT_CLASS,))
     seconds = ctx.seconds(2, 1)
     rounds = ctx.rounds_or(4)
     ctx.record("state-backend", connections=[1, 16], seconds_per_run=seconds, rounds=rounds)

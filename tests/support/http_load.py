@@ -85,14 +85,45 @@ def calls_at_once(
     headers: Mapping[str, str] | None = None,
     timeout: float = 60,
     new_connections: bool = False,
+    spread: float = 0.0,
 ) -> list[Call]:
-    """`count` calls started together, each on a connection of its own; returns when every
-    one has ended. `new_connections` also closes each connection after its call."""
+    """`count` calls started together (or evenly over `spread` seconds), each on a connection
+    of its own; returns when every one has ended. `new_connections` also closes each
+    connection after its call."""
+    starts = iter(range(count))
 
     async def one(session: aiohttp.ClientSession) -> Call:
+        await asyncio.sleep(spread * next(starts) / count)
         return await _call(session, method, url, data, headers or {}, timeout)
 
     return asyncio.run(_gather(count, 0, new_connections, one))
+
+
+def paced_calls(
+    url: str,
+    rate: float,
+    seconds: float,
+    *,
+    method: str = "POST",
+    data: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30,
+) -> list[Call]:
+    """Calls started at a steady `rate` per second for `seconds`, whether or not the earlier
+    ones have ended (an open load: what one call waits for is not hidden by the next one
+    waiting for it), over keep-alive connections."""
+
+    async def run() -> list[Call]:
+        async with aiohttp.ClientSession(connector=_connector(0, False)) as session:
+            begin = time.monotonic()
+            tasks = []
+            for number in range(int(rate * seconds)):
+                await asyncio.sleep(max(0.0, begin + number / rate - time.monotonic()))
+                call = _call(session, method, url, data, headers or {}, timeout)
+                tasks.append(asyncio.create_task(call))
+            return list(await asyncio.gather(*tasks))
+
+    return asyncio.run(run())
 
 
 async def _stream(

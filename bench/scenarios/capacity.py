@@ -1,0 +1,366 @@
+"""capacity: slow calls and streams held at once by the node as shipped (no worker class,
+thread count, pool size or call limit of the scenario's own), against the same load sent
+straight to the simulator, with the old default (gthread, 64 threads) as the reference row."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from bench import wrk
+from bench.harness import (
+    PROMPT,
+    SIM_KEY,
+    Service,
+    control,
+    generate_path,
+    metric,
+    rss_mb,
+    wait_for,
+    worker_pids,
+)
+from bench.report import Target
+from bench.scenarios.common import Context, generate_request, log
+from tests.support.http_load import (
+    Call,
+    calls_at_once,
+    held_connections,
+    paced_calls,
+    streams_at_once,
+)
+from tests.support.simulator_client import SimulatorControl
+
+DEFAULT = "default"
+OLD_DEFAULT = "gthread 64 (old default)"
+SIZED_GTHREAD = "gthread 1500 threads"
+# What each node sets beyond the upstream it is pointed at: nothing for the default.
+NODES: dict[str, dict[str, str]] = {
+    DEFAULT: {},
+    OLD_DEFAULT: {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": "64"},
+    # `--worker-class all`: the other mechanism considered, a gthread pool sized like the limit
+    SIZED_GTHREAD: {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": "1500"},
+}
+BODY = PROMPT.encode()
+RATE = 200  # calls per second sent to a full node (an open load, not wrk's closed loop)
+SIM_HEADERS = {"Content-Type": "application/json", "x-goog-api-key": SIM_KEY}
+NODE_HEADERS = {"Content-Type": "application/json"}
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+@contextmanager
+def _peak_rss(node: Service | None) -> Iterator[dict[int, float]]:
+    """Each worker's highest RSS (MB), sampled every 0.5 s while the block runs."""
+    peaks: dict[int, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while node is not None and not stop.wait(0.5):
+            for pid in worker_pids(node):
+                try:
+                    peaks[pid] = max(peaks.get(pid, 0.0), rss_mb(pid))
+                except (OSError, RuntimeError):
+                    pass
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peaks
+    finally:
+        stop.set()
+        thread.join()
+
+
+def capacity(ctx: Context) -> None:
+    """The six capacity measures of issue 13; see the module docstring."""
+    names = [DEFAULT, OLD_DEFAULT] + ([SIZED_GTHREAD] if ctx.worker_classes else [])
+    sim = ctx.stack.simulator()
+    nodes = {name: ctx.stack.node(sim, None, **NODES[name]) for name in names}
+    ctx.record(
+        "capacity",
+        nodes={name: NODES[name] or "the shipped defaults" for name in names},
+        client="wrk for 400 connections; aiohttp (tests/support/http_load.py) for the rest",
+    )
+    _slow_calls(ctx, sim, nodes)
+    _held_calls(ctx, sim, nodes)
+    _streams(ctx, sim, nodes)
+    _connection_burst(ctx, sim, nodes)
+    _over_the_limit(ctx, control(sim), nodes[DEFAULT])
+
+
+def _slow_calls(ctx: Context, sim: Service, nodes: dict[str, Service]) -> None:
+    """400 connections, upstream 1 s (wrk): node req/s against direct req/s."""
+    connections, seconds, rounds = 400, ctx.seconds(10, 5), ctx.rounds_or(3)
+    control(sim).configure(latency_ms=1000)
+    ctx.record("capacity", slow_calls={"connections": connections, "seconds": seconds})
+    ratio = {
+        n: ctx.measure("capacity", n, "400 conn, 1 s upstream: req/s / direct", "", _at_least(n))
+        for n in nodes
+    }
+    errors = {
+        n: ctx.measure("capacity", n, "400 conn, 1 s upstream: failed", "", _zero(n)) for n in nodes
+    }
+
+    def run(url: str, direct: bool) -> wrk.WrkResult:
+        return wrk.run(
+            url,
+            generate_request(direct),
+            connections=connections,
+            seconds=seconds,
+            threads=2,
+            timeout=10,
+        )
+
+    for url, direct in [(sim.url, True), *((n.url, False) for n in nodes.values())]:
+        run(url, direct)  # warm: every connection and pool opened once
+    for number in range(rounds):
+        base = run(sim.url, True).sustained_rps(connections)
+        for name, node in nodes.items():
+            result = run(node.url, False)
+            rps = result.sustained_rps(connections)
+            ratio[name].add(round(rps / base, 4), rps=round(rps, 1), direct_rps=round(base, 1))
+            errors[name].add(result.failed, non_2xx=result.non_2xx, timeouts=result.timeouts)
+        log(f"capacity 400x1s round {number + 1}/{rounds}: direct {base:.0f} req/s")
+
+
+def _held_calls(ctx: Context, sim: Service, nodes: dict[str, Service]) -> None:
+    """2000 connections, upstream 10 s, first calls spread over 10 s: req/s, errors, p99,
+    and each worker's peak RSS while 2000 calls are in flight."""
+    connections, latency, rounds = 2000, 10.0, ctx.rounds_or(2)
+    seconds = ctx.seconds(34, 24)
+    warm = 12.0  # every client has finished its first call by then
+    ideal = connections / latency
+    control(sim).configure(latency_ms=int(latency * 1000))
+    ctx.record(
+        "capacity",
+        held_calls={
+            "connections": connections,
+            "upstream_latency_s": latency,
+            "seconds": seconds,
+            "measured_after_s": warm,
+            "stagger_s": latency,
+            "ideal_rps": ideal,
+            "rate": "calls that ended between measured_after_s and seconds, per second",
+        },
+    )
+    targets = [(sim.url, True, None), *((n.url, False, n) for n in nodes.values())]
+    labels = ["direct", *nodes]
+    rate = {
+        n: ctx.measure("capacity", n, "2000 conn, 10 s upstream: req/s / 200", "", _at_least(n))
+        for n in labels
+    }
+    errors = {
+        n: ctx.measure("capacity", n, "2000 conn, 10 s upstream: failed", "", _zero(n))
+        for n in labels
+    }
+    p99 = {
+        n: ctx.measure(
+            "capacity",
+            n,
+            "2000 conn, 10 s upstream: p99",
+            "s",
+            None if n == "direct" else Target("<=", 10.5),
+        )
+        for n in labels
+    }
+    memory = {
+        n: ctx.measure(
+            "capacity",
+            n,
+            "2000 in flight: RSS per worker",
+            "MB",
+            Target("<=", 150, "max") if n == DEFAULT else None,
+        )
+        for n in nodes
+    }
+    for number in range(rounds):
+        for label, (url, direct, node) in zip(labels, targets, strict=True):
+            started = time.monotonic()
+            with _peak_rss(node) as peaks:
+                calls = held_connections(
+                    url + generate_path(),
+                    connections,
+                    seconds,
+                    BODY,
+                    SIM_HEADERS if direct else NODE_HEADERS,
+                    stagger=latency,
+                    timeout=60,
+                    seed=number,
+                )
+            window = [c for c in calls if started + warm <= c.end <= started + seconds]
+            ok = [c for c in window if c.status == 200]
+            failed = sum(c.status != 200 for c in calls)
+            rps = len(ok) / (seconds - warm)
+            rate[label].add(round(rps / ideal, 4), rps=round(rps, 1), calls=len(calls))
+            errors[label].add(failed, by_status=dict(Counter(str(c.status) for c in calls)))
+            p99[label].add(round(_quantile([c.seconds for c in ok], 0.99), 3))
+            if label in memory:
+                memory[label].add(round(max(peaks.values(), default=0.0), 1), workers=peaks)
+            log(f"capacity 2000x10s {label}: {rps:.1f} req/s, {failed} failed")
+
+
+def _streams(ctx: Context, sim: Service, nodes: dict[str, Service]) -> None:
+    """1000 SSE streams at once, 30 chunks 1 s apart: all complete; chunk delay p99 (from
+    the simulator's `simSentAt` stamp to arrival at the client)."""
+    streams, chunks, rounds = 1000, 30, ctx.rounds_or(2)
+    control(sim).configure(latency_ms=0, stream_chunks=chunks, chunk_delay_ms=1000, stamp_chunks=1)
+    ctx.record(
+        "capacity",
+        streams={
+            "streams": streams,
+            "chunks": chunks,
+            "chunk_gap_s": 1,
+            "nodes": "not the old default: it holds 128 streams at once, so 1000 streams of "
+            "29 s would take 4 minutes",
+        },
+    )
+    path = generate_path(stream=True)
+    targets = {"direct": (sim.url, SIM_HEADERS)}
+    targets.update({n: (s.url, NODE_HEADERS) for n, s in nodes.items() if n != OLD_DEFAULT})
+    complete = {
+        n: ctx.measure(
+            "capacity", n, "1000 streams x 30 chunks: complete", "", Target("==", 1.0, "min")
+        )
+        for n in targets
+    }
+    delay = {
+        n: ctx.measure(
+            "capacity",
+            n,
+            "1000 streams: chunk delay p99",
+            "ms",
+            Target("<=", 50) if n == DEFAULT else None,
+        )
+        for n in targets
+    }
+    for _ in range(rounds):
+        for label, (url, headers) in targets.items():
+            done = streams_at_once(url + path, streams, BODY, headers, timeout=120)
+            whole = [s for s in done if s.status == 200 and len(s.events) == chunks]
+            delays = [(at - data["simSentAt"]) * 1000 for s in whole for at, data in s.events]
+            complete[label].add(
+                round(len(whole) / streams, 4),
+                by_status=dict(Counter(str(s.status) for s in done)),
+            )
+            delay[label].add(
+                round(_quantile(delays, 0.99), 2),
+                p50_ms=round(_quantile(delays, 0.5), 2),
+                max_ms=round(max(delays, default=float("nan")), 2),
+            )
+            log(f"capacity streams {label}: {len(whole)}/{streams} complete")
+    control(sim).configure(stream_chunks=4, chunk_delay_ms=0, stamp_chunks=0)
+
+
+def _connection_burst(ctx: Context, sim: Service, nodes: dict[str, Service]) -> None:
+    """1000 new connections at once, each one GET /health: all answered, p99 TTFB."""
+    count, rounds = 1000, ctx.rounds_or(3)
+    targets = {
+        "direct": sim.url + "/_sim/health",
+        **{n: s.url + "/health" for n, s in nodes.items()},
+    }
+    answered = {
+        n: ctx.measure("capacity", n, "1000 new conns: answered", "", Target("==", 1.0, "min"))
+        for n in targets
+    }
+    ttfb = {
+        n: ctx.measure(
+            "capacity",
+            n,
+            "1000 new conns: /health TTFB p99",
+            "s",
+            None if n == "direct" else Target("<=", 1.0),
+        )
+        for n in targets
+    }
+    for _ in range(rounds):
+        for label, url in targets.items():
+            calls = calls_at_once(url, count, method="GET", timeout=30, new_connections=True)
+            ok = [c for c in calls if c.status == 200 and c.ttfb is not None]
+            answered[label].add(round(len(ok) / count, 4))
+            ttfb[label].add(
+                round(_quantile([c.ttfb for c in ok if c.ttfb is not None], 0.99), 3),
+                p50_s=round(_quantile([c.ttfb for c in ok if c.ttfb is not None], 0.5), 3),
+            )
+
+
+def _over_the_limit(ctx: Context, sim: SimulatorControl, node: Service) -> None:
+    """The default node filled to its limit (MAX_CALLS_IN_FLIGHT per worker, the default)
+    with 20 s calls, then generateContent calls at a steady RATE per second: every one of
+    those is answered 503 at once, none reaches the upstream, and /health still answers."""
+    limit = int(metric(node, "l104_calls_in_flight_limit") or 0)
+    seconds = ctx.seconds(5, 3)
+    sim.configure(latency_ms=20_000)
+    ctx.record(
+        "capacity",
+        over_the_limit={"limit": limit, "held_call_s": 20, "refused_calls_per_s": RATE},
+    )
+    refused_p99 = ctx.measure(
+        "capacity", DEFAULT, "over the limit: 503 latency p99", "ms", Target("<", 10)
+    )
+    refused_share = ctx.measure(
+        "capacity", DEFAULT, "over the limit: share answered 503", "", Target("==", 1.0, "min")
+    )
+    queued = ctx.measure(
+        "capacity", DEFAULT, "over the limit: calls upstream past it", "", Target("==", 0, "max")
+    )
+    health = ctx.measure("capacity", DEFAULT, "over the limit: /health p99", "ms")
+    held: list[Call] = []
+    # Well past the limit: however the connections fall between the workers, each fills up
+    # (a burst splits about 58/42 between two gevent workers here).
+    filler = threading.Thread(
+        target=lambda: held.extend(
+            calls_at_once(
+                node.url + generate_path(),
+                limit + limit // 3,
+                data=BODY,
+                headers=NODE_HEADERS,
+                spread=4.0,  # not one burst: the fill itself is not what is measured
+            )
+        ),
+        daemon=True,
+    )
+    filler.start()
+    wait_for(lambda: metric(node, "l104_calls_in_flight") == limit, 60, "the node to fill")
+    time.sleep(6)  # the refused fillers' idle keep-alive connections are closed after 5 s
+    before = sim.stats()
+    refused = paced_calls(
+        node.url + generate_path(), RATE, seconds, data=BODY, headers=NODE_HEADERS
+    )
+    probes = paced_calls(node.url + "/health", RATE / 4, 2, method="GET")
+    after = sim.stats()
+    times = [c.seconds * 1000 for c in refused]
+    refused_p99.add(
+        round(_quantile(times, 0.99), 3),
+        p50_ms=round(_quantile(times, 0.5), 3),
+        max_ms=round(max(times), 3),
+        calls=len(refused),
+    )
+    refused_share.add(
+        round(sum(c.status == 503 for c in refused) / len(refused), 4),
+        by_status=dict(Counter(str(c.status) for c in refused)),
+    )
+    queued.add(
+        after["total"] - before["total"], limit=limit, peak_in_flight=after["peak_in_flight"]
+    )
+    health.add(
+        round(_quantile([c.seconds * 1000 for c in probes], 0.99), 3),
+        failed=sum(c.status != 200 for c in probes),
+    )
+    p99 = refused_p99.rounds[-1]
+    log(f"capacity over the limit: {len(refused)} calls, p99 {p99} ms")
+    filler.join(120)
+    sim.configure(latency_ms=0)
+
+
+def _at_least(name: str) -> Target | None:
+    return Target(">=", 0.9) if name == DEFAULT else None
+
+
+def _zero(name: str) -> Target | None:
+    return Target("==", 0, "max") if name == DEFAULT else None
