@@ -134,6 +134,8 @@ class Stack:
         self._stops.append(service.stop)
         workers = int(env.get("WEB_CONCURRENCY", Settings().web_concurrency))
         wait_until(lambda: len(child_pids(service.process.pid)) >= workers, 30, "workers")
+        # Every worker has loaded the app (and set its gauges), not only been forked.
+        wait_until(lambda: len(ready_workers(service)) >= workers, 30, "workers ready")
         warm(service.url, {}, "/health", workers * 4)
         return service
 
