@@ -48,8 +48,8 @@ class Stream:
         return [(at, json.loads(data)) for at, data in self.raw]
 
 
-def _connector(limit: int, new_connections: bool) -> aiohttp.TCPConnector:
-    return aiohttp.TCPConnector(limit=limit, force_close=new_connections)
+def _connector(new_connections: bool) -> aiohttp.TCPConnector:
+    return aiohttp.TCPConnector(limit=0, force_close=new_connections)  # no client-side cap
 
 
 async def _call(
@@ -76,10 +76,16 @@ async def _call(
 
 
 async def _gather(
-    count: int, limit: int, new_connections: bool, one: Callable[..., Awaitable[T]]
+    count: int, spread: float, new_connections: bool, one: Callable[..., Awaitable[T]]
 ) -> list[T]:
-    async with aiohttp.ClientSession(connector=_connector(limit, new_connections)) as session:
-        return list(await asyncio.gather(*(one(session) for _ in range(count))))
+    """`count` runs of `one`, started together or evenly over `spread` seconds."""
+    async with aiohttp.ClientSession(connector=_connector(new_connections)) as session:
+
+        async def started(number: int) -> T:
+            await asyncio.sleep(spread * number / count)
+            return await one(session)
+
+        return list(await asyncio.gather(*(started(n) for n in range(count))))
 
 
 def calls_at_once(
@@ -96,40 +102,11 @@ def calls_at_once(
     """`count` calls started together (or evenly over `spread` seconds), each on a connection
     of its own; returns when every one has ended. `new_connections` also closes each
     connection after its call."""
-    starts = iter(range(count))
 
     async def one(session: aiohttp.ClientSession) -> Call:
-        await asyncio.sleep(spread * next(starts) / count)
         return await _call(session, method, url, data, headers or {}, timeout)
 
-    return asyncio.run(_gather(count, 0, new_connections, one))
-
-
-def paced_calls(
-    url: str,
-    rate: float,
-    seconds: float,
-    *,
-    method: str = "POST",
-    data: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 30,
-) -> list[Call]:
-    """Calls started at a steady `rate` per second for `seconds`, whether or not the earlier
-    ones have ended (an open load: what one call waits for is not hidden by the next one
-    waiting for it), over keep-alive connections."""
-
-    async def run() -> list[Call]:
-        async with aiohttp.ClientSession(connector=_connector(0, False)) as session:
-            begin = time.monotonic()
-            tasks = []
-            for number in range(int(rate * seconds)):
-                await asyncio.sleep(max(0.0, begin + number / rate - time.monotonic()))
-                call = _call(session, method, url, data, headers or {}, timeout)
-                tasks.append(asyncio.create_task(call))
-            return list(await asyncio.gather(*tasks))
-
-    return asyncio.run(run())
+    return asyncio.run(_gather(count, spread, new_connections, one))
 
 
 async def _stream(
@@ -162,13 +139,11 @@ def streams_at_once(
 ) -> list[Stream]:
     """`count` SSE streams opened together (or evenly over `spread` seconds); every event
     timed as it arrives."""
-    starts = iter(range(count))
 
     async def one(session: aiohttp.ClientSession) -> Stream:
-        await asyncio.sleep(spread * next(starts) / count)
         return await _stream(session, url, data, headers or {}, timeout)
 
-    return asyncio.run(_gather(count, 0, False, one))
+    return asyncio.run(_gather(count, spread, False, one))
 
 
 def held_connections(
@@ -196,7 +171,7 @@ def held_connections(
 
     async def run() -> list[Call]:
         until = time.monotonic() + seconds
-        async with aiohttp.ClientSession(connector=_connector(0, False)) as session:
+        async with aiohttp.ClientSession(connector=_connector(False)) as session:
             waits = [offsets.uniform(0, stagger) for _ in range(connections)]
             done = await asyncio.gather(*(client(session, until, w) for w in waits))
         return [call for calls in done for call in calls]
