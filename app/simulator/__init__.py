@@ -1,8 +1,10 @@
 """The bundled Gemini simulator: a fake Gemini REST server for tests, benchmarks and the demo.
 
-Standard library only. Serves `/v1` and `/v1beta` (generateContent, streamGenerateContent,
-countTokens, models) plus a control API under `/_sim/` for fault injection, config, stats
-and the request log. Run it with `python -m app.simulator --port 0`, or in-process:
+The standard library's HTTP server (as a process, `python -m app.simulator`, monkey-patched
+by gevent so that each connection is a greenlet). Serves `/v1` and `/v1beta`
+(generateContent, streamGenerateContent, countTokens, models) plus a control API under
+`/_sim/` for fault injection, config, stats and the request log. Run it with
+`python -m app.simulator --port 0`, or in-process:
 
     server = start_in_thread(api_key="k")
     ...  # talk to server.url

@@ -196,7 +196,8 @@ def _held(
     results = []
     for number in range(rounds):
         rates: dict[str, float] = {}
-        for label, (url, direct, node) in zip(labels, targets, strict=True):
+        for index, label in enumerate(labels):
+            url, direct, node = targets[index]
             started = time.monotonic()
             with _peak_rss(node) as peaks:
                 calls = held_connections(
@@ -219,6 +220,12 @@ def _held(
             if label in memory:
                 memory[label].add(round(max(peaks.values(), default=0.0), 1), workers=peaks)
             log(f"capacity {name} {label}: {rps:.1f} req/s, {failed} failed")
+            if failed and node is not None:
+                # The calls its client gave up on still wait in its queue and would load the
+                # machine for minutes: the next measures get a fresh node.
+                ctx.stack.stop(node)
+                nodes[label] = ctx.stack.node(sim, None, **NODES[label])
+                targets[index] = (nodes[label].url, False, nodes[label])
         results.append(rates)
     return results
 
