@@ -4,6 +4,8 @@ straight to the simulator, with the old default (gthread, 64 threads) as the ref
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -223,6 +225,8 @@ def _held(
             if failed and node is not None:
                 # The calls its client gave up on still wait in its queue and would load the
                 # machine for minutes: the next measures get a fresh node.
+                for pid in worker_pids(node):  # not gracefully: that would wait for them
+                    os.kill(pid, signal.SIGKILL)
                 ctx.stack.stop(node)
                 nodes[label] = ctx.stack.node(sim, None, **NODES[label])
                 targets[index] = (nodes[label].url, False, nodes[label])
