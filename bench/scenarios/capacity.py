@@ -352,8 +352,9 @@ def _over_the_limit(ctx: Context, sim: SimulatorControl, node: Service) -> None:
         daemon=True,
     )
     filler.start()
-    full = lambda: metric(node, "l104_calls_in_flight") == limit  # noqa: E731
-    wait_for(full, 60, "the node to fill", interval=0.5)  # each scrape costs the node
+    wait_for(  # every half second: each scrape costs the node
+        lambda: metric(node, "l104_calls_in_flight") == limit, 60, "the node to fill", 0.5
+    )
     time.sleep(6)  # the refused fillers' idle keep-alive connections are closed after 5 s
     before = sim.stats()
     # Two connections calling back to back (wrk, in C): the refusal's own cost, not a
