@@ -22,9 +22,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     from app import admission, errors, logs, request_context, resilience
     from app.blueprints import admin, legacy, node, ops
+    from app.blueprints import openai as openai_api
     from app.clock import SYSTEM_CLOCK
     from app.proxies import TrustedProxyFix
     from app.settings import Settings
+    from app.surfaces import OPENAI_PREFIXES
 
     settings = settings or Settings.from_env(os.environ)
     app = Flask(__name__)
@@ -36,6 +38,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     admission.init_app(app, settings.max_calls_in_flight)
     for blueprint in (node.bp, legacy.bp, ops.bp, admin.bp):
         app.register_blueprint(blueprint)
+    for prefix in OPENAI_PREFIXES:  # Gemini's base path, and the alias for tools adding /v1
+        name = "openai" if prefix == OPENAI_PREFIXES[0] else "openai_alias"
+        app.register_blueprint(openai_api.bp, url_prefix=prefix, name=name)
     limiter = app.extensions["l104.limiter"]
     limiter.exempt(ops.bp)
     limiter.exempt(admin.bp)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 from werkzeug.exceptions import HTTPException
+
+from app.surfaces import api_of
 
 # google.rpc status names for the HTTP codes the node answers with.
 STATUS_NAMES = {
@@ -116,7 +119,22 @@ class UpstreamRejected(UpstreamError):
     """Upstream refused the request itself (a 4xx other than 429)."""
 
 
+Renderer = Callable[[ApiError], Response]
+# Other wire formats of errors, by API (app.surfaces): the OpenAI-compatible API's own shape.
+RENDERERS: dict[str, Renderer] = {}
+
+
 def error_response(error: ApiError) -> Response:
+    """Render `error` in the format of the API the request was made to: Gemini's unless the
+    API registered its own in RENDERERS."""
+    if has_request_context():
+        renderer = RENDERERS.get(api_of(request.path))
+        if renderer is not None:
+            return renderer(error)
+    return gemini_error_response(error)
+
+
+def gemini_error_response(error: ApiError) -> Response:
     """Render `error` the way Gemini does: 2-space indented JSON."""
     response = Response(
         json.dumps(error.body(), indent=2),

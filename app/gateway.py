@@ -3,6 +3,8 @@
 `Gateway.call(requested, op)` tries the requested model first, then the rest of
 GEMINI_MODELS in order, skipping models that are cooling down or whose breaker is open. Each
 attempt runs `op(model)`, which makes the upstream call (with urllib3 retries inside it).
+`rotate=False` (embeddings: vectors of two models are not comparable) tries only the
+requested model, with the same breakers, cooldowns, deadline and retry budget.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from app.errors import (
 from app.retry_budget import RetryBudget
 from app.retry_policy import current_budget, current_deadline
 from app.state import StateStore
+from app.surfaces import GEMINI, current_api
 
 T = TypeVar("T")
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
@@ -60,6 +63,11 @@ def error_kind(error: UpstreamError) -> str:
     if isinstance(error, UpstreamRejected):
         return "rejected"
     return "unavailable" if error.code == 503 and "connection" in error.message else str(error.code)
+
+
+def _api() -> str:
+    """The API of the request being served (the `api` metric label)."""
+    return current_api.get() or GEMINI
 
 
 @dataclass
@@ -99,32 +107,36 @@ class Gateway:
         self.allow_unlisted = allow_unlisted
         self.budget = budget
 
-    def candidates(self, requested: str | None) -> list[str]:
+    def candidates(self, requested: str | None, rotate: bool = True) -> list[str]:
         """The requested model first (when served), then the rotation list in order."""
         if requested is None:
             return list(self.models)
+        if not rotate:
+            return [requested]
         if requested in self.models:
             return [requested, *(m for m in self.models if m != requested)]
         return [requested, *self.models] if self.allow_unlisted else []
 
-    def call(self, requested: str | None, op: Callable[[str], T]) -> tuple[T, str]:
-        """Run `op` on the first model that answers; raise a Gemini-style error otherwise."""
+    def call(
+        self, requested: str | None, op: Callable[[str], T], rotate: bool = True
+    ) -> tuple[T, str]:
+        """Run `op` on the first model that answers; raise a Gemini-style error otherwise.
+        Without `rotate`, only `requested` is tried."""
         deadline = Deadline(self.deadline_seconds, self._clock)
         token = current_deadline.set(deadline)
         budget_token = current_budget.set(self.budget)
         if self.budget is not None:
             self.budget.request()
         try:
-            return self._rotate(requested, op, deadline)
+            return self._rotate(self.candidates(requested, rotate), op, deadline)
         finally:
             current_deadline.reset(token)
             current_budget.reset(budget_token)
 
     def _rotate(
-        self, requested: str | None, op: Callable[[str], T], deadline: Deadline
+        self, candidates: list[str], op: Callable[[str], T], deadline: Deadline
     ) -> tuple[T, str]:
         attempted = Attempted(skipped={})
-        candidates = self.candidates(requested)
         seen = self._store.admission(candidates)  # one read: cooldowns and breakers
         resting = seen.resting
         for model in candidates:
@@ -159,7 +171,7 @@ class Gateway:
                 breaker.release(permit)
                 raise
             breaker.record_success(permit)
-            metrics.UPSTREAM_CALLS.labels(metrics.model_label(model), "ok").inc()
+            metrics.UPSTREAM_CALLS.labels(_api(), metrics.model_label(model), "ok").inc()
             metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(
                 time.perf_counter() - started
             )
@@ -182,7 +194,7 @@ class Gateway:
         started: float,
     ) -> None:
         kind = error_kind(error)
-        metrics.UPSTREAM_CALLS.labels(metrics.model_label(model), kind).inc()
+        metrics.UPSTREAM_CALLS.labels(_api(), metrics.model_label(model), kind).inc()
         metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(
             time.perf_counter() - started
         )
@@ -203,7 +215,8 @@ class Gateway:
     def record_stream_failure(self, model: str, error: UpstreamError) -> None:
         """A stream broke after its first byte reached the client: count it, no rotation."""
         self._store.track_error(model, error_kind(error))
-        metrics.UPSTREAM_CALLS.labels(metrics.model_label(model), error_kind(error)).inc()
+        label = metrics.model_label(model)
+        metrics.UPSTREAM_CALLS.labels(_api(), label, error_kind(error)).inc()
         if counts_against_breaker(error):
             breaker = self._breaker(model)
             breaker.record_failure(breaker.unadmitted(), error)

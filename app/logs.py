@@ -1,4 +1,5 @@
-"""JSON logs: one object per line with `ts`, `level`, `event`, `worker_pid`, `request_id`."""
+"""JSON logs: one object per line with `ts`, `level`, `event`, `worker_pid`, `request_id`
+(and `api` inside a request)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.settings import Settings
+from app.surfaces import api_of, current_api
 
 request_id_var: ContextVar[str | None] = ContextVar("l104_request_id", default=None)
 
@@ -43,6 +45,9 @@ class JsonFormatter(logging.Formatter):
             "worker_pid": record.process,
             "request_id": request_id_var.get(),
         }
+        api = current_api.get()
+        if api is not None:
+            entry["api"] = api
         if message != entry["event"]:
             entry["message"] = message
         for key, value in record.__dict__.items():
@@ -74,6 +79,7 @@ def access_entry(record: logging.LogRecord) -> dict[str, Any]:
         "remote_addr": atoms["h"],
         "method": atoms["m"],
         "path": atoms["U"],
+        "api": api_of(str(atoms["U"] or "")),
         "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
         "bytes": atoms["B"],
         "duration_ms": atoms["M"],

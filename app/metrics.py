@@ -11,11 +11,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
-REQUESTS = Counter("l104_requests", "Client requests served", ["endpoint", "code"])
+# `api`: gemini, openai, legacy or node (app.surfaces)
+REQUESTS = Counter("l104_requests", "Client requests served", ["api", "endpoint", "code"])
 REQUEST_SECONDS = Histogram(
     "l104_request_duration_seconds",
     "Client request latency",
-    ["endpoint"],
+    ["api", "endpoint"],
     buckets=LATENCY_BUCKETS,
 )
 IN_FLIGHT = Gauge(
@@ -40,7 +41,7 @@ OVERLOADS = Counter(
     "l104_worker_overloads", "Times a worker reached MAX_CALLS_IN_FLIGHT and began refusing"
 )
 UPSTREAM_CALLS = Counter(
-    "l104_upstream_calls", "Upstream calls by model and outcome", ["model", "outcome"]
+    "l104_upstream_calls", "Upstream calls by API, model and outcome", ["api", "model", "outcome"]
 )
 UPSTREAM_SECONDS = Histogram(
     "l104_upstream_duration_seconds", "Upstream call latency", ["model"], buckets=LATENCY_BUCKETS

@@ -40,11 +40,13 @@ class StateCollector(Collector):
         breakers: BreakerBoard,
         cooldowns: Cooldowns,
         models: tuple[str, ...],
+        rotation: tuple[str, ...],
     ) -> None:
         self._store = store
         self._breakers = breakers
         self._cooldowns = cooldowns
-        self._models = models
+        self._models = models  # every served model, embedding models too
+        self._rotation = rotation  # GEMINI_MODELS: whether the node can answer a generation
 
     def collect(self) -> Iterator[Metric]:
         state = GaugeMetricFamily(
@@ -66,8 +68,9 @@ class StateCollector(Collector):
         open_count = usable = 0
         for model in self._models:
             record = self._store.breaker(model)
-            open_count += record.state == "open"
-            usable += record.state != "open" and model not in resting
+            if model in self._rotation:
+                open_count += record.state == "open"
+                usable += record.state != "open" and model not in resting
             for name in BREAKER_STATES:
                 state.add_metric([model, name], 1.0 if record.state == name else 0.0)
             failures.add_metric([model], record.failures)
@@ -78,11 +81,13 @@ class StateCollector(Collector):
         yield cooldown
         yield GaugeMetricFamily(
             "l104_node_circuit_open",
-            "1 when every model's breaker is open",
-            value=1.0 if open_count == len(self._models) else 0.0,
+            "1 when the breaker of every model of GEMINI_MODELS is open",
+            value=1.0 if open_count == len(self._rotation) else 0.0,
         )
         yield GaugeMetricFamily(
-            "l104_usable_models", "Models neither open nor cooling down", value=float(usable)
+            "l104_usable_models",
+            "Models of GEMINI_MODELS neither open nor cooling down",
+            value=float(usable),
         )
         info = GaugeMetricFamily("l104_build_info", "Version of the node", labels=["version"])
         info.add_metric([__version__], 1.0)
@@ -107,6 +112,19 @@ def totals(families: Iterable[Metric]) -> dict[str, float]:
         if family.type != "counter":
             continue
         result[family.name] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return result
+
+
+def totals_by(families: Iterable[Metric], name: str, label: str) -> dict[str, float]:
+    """One counter family's node-wide totals by the values of `label`."""
+    result: dict[str, float] = {}
+    for family in families:
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                key = sample.labels.get(label, "")
+                result[key] = result.get(key, 0.0) + sample.value
     return result
 
 

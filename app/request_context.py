@@ -11,6 +11,7 @@ from flask import Flask, Response, g, request
 
 from app import metrics
 from app.logs import request_id_var
+from app.surfaces import NODE, api_of, current_api
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -68,6 +69,7 @@ def init_app(app: Flask) -> None:
         g.request_id = request_id
         g.l104_started = time.perf_counter()
         request_id_var.set(request_id)
+        current_api.set(api_of(request.path))
         counter.increment()
         counter.begin(id(request._get_current_object()))  # type: ignore[attr-defined]
         metrics.IN_FLIGHT.inc()
@@ -76,12 +78,13 @@ def init_app(app: Flask) -> None:
     def _finish(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
         endpoint = endpoint_label()
-        metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        api = current_api.get() or NODE
+        metrics.REQUESTS.labels(api, endpoint, str(response.status_code)).inc()
         if not g.get("l104_fail_fast"):
             counter.record(response.status_code)
         started = g.get("l104_started")
         if started is not None:
-            metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+            metrics.REQUEST_SECONDS.labels(api, endpoint).observe(time.perf_counter() - started)
         return response
 
     @app.teardown_request
@@ -91,6 +94,7 @@ def init_app(app: Flask) -> None:
             metrics.IN_FLIGHT.dec()
             counter.end(id(request._get_current_object()))  # type: ignore[attr-defined]
         request_id_var.set(None)
+        current_api.set(None)
 
 
 def endpoint_label() -> str:

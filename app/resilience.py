@@ -54,7 +54,7 @@ def state_path(settings: Settings) -> Path:
 
 def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
     """Store, breakers, cooldowns, gateway, rate limits, healer and its watcher."""
-    metrics.model_label.configured = frozenset(settings.gemini_models)
+    metrics.model_label.configured = frozenset(settings.served_models)
     path = state_path(settings)
     local = SqliteStateStore(path, clock)
     store: StateStore = local
@@ -91,7 +91,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
     healer = Healer(
         store,
         breakers,
-        settings.gemini_models,
+        settings.served_models,
         reset_rate_limits=lambda: rate_limits.reset(limiter),
         reset_http_client=client.reset,
         recycle_worker=recycler.request,
@@ -128,7 +128,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
             "l104.recycler": recycler,
             "l104.watchdog": watchdog,
             "l104.state_collector": StateCollector(
-                store, breakers, cooldowns, settings.gemini_models
+                store, breakers, cooldowns, settings.served_models, settings.gemini_models
             ),
         }
     )

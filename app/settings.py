@@ -26,6 +26,8 @@ DEFAULT_MODELS = (
     "gemini-3.5-flash-lite",
     "gemini-3.1-flash-lite",
 )
+# Gemini's current embedding model (late 2026); embeddings never rotate to another model.
+DEFAULT_EMBEDDING_MODELS = ("gemini-embedding-001",)
 
 
 class SettingsError(ValueError):
@@ -182,6 +184,9 @@ class Settings:
     gemini_api_key: str = _env("GEMINI_API_KEY", str, default="", repr=False)
     gemini_api_base: str = _env("GEMINI_API_BASE", _base_url, default=GOOGLE_API_BASE)
     gemini_models: tuple[str, ...] = _env("GEMINI_MODELS", _models, default=DEFAULT_MODELS)
+    embedding_models: tuple[str, ...] = _env(
+        "EMBEDDING_MODELS", _models, default=DEFAULT_EMBEDDING_MODELS
+    )
     upstream_timeout: tuple[float, float] = _env(
         "UPSTREAM_TIMEOUT", _timeout_pair, default=(5.0, 110.0)
     )
@@ -245,6 +250,11 @@ class Settings:
     graceful_timeout: int = _env("GRACEFUL_TIMEOUT", _positive_int, default=150)
 
     def __post_init__(self) -> None:
+        both = sorted(set(self.gemini_models) & set(self.embedding_models))
+        if both:
+            raise SettingsError(
+                "EMBEDDING_MODELS", f"{', '.join(both)} is also in GEMINI_MODELS; list it once"
+            )
         if not self.upstream_pool_size:
             object.__setattr__(self, "upstream_pool_size", self.max_calls_in_flight)
         if not self.worker_connections:
@@ -276,6 +286,11 @@ class Settings:
                     reason = f"{raw!r} is not a number"
                 raise SettingsError(var, reason) from None
         return cls(**values)
+
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        """Every model the node tracks: the rotation list, then the embedding models."""
+        return self.gemini_models + self.embedding_models
 
     @property
     def upstream_kind(self) -> str:

@@ -24,7 +24,7 @@ def model_states() -> dict[str, dict[str, Any]]:
     resting = cooldowns.active()
     errors = store.model_errors()
     states: dict[str, dict[str, Any]] = {}
-    for model in settings.gemini_models:
+    for model in settings.served_models:
         record = store.breaker(model)
         cooldown = resting.get(model)
         states[model] = {
@@ -47,8 +47,9 @@ def unusable_reason(state: dict[str, Any]) -> str | None:
 
 
 def all_open(states: dict[str, dict[str, Any]]) -> bool:
-    """The node as a whole is "open" when no model's breaker lets calls through."""
-    return all(s["circuit_state"] == "open" for s in states.values())
+    """The node as a whole is "open" when no breaker of GEMINI_MODELS lets calls through."""
+    settings: Settings = current_app.config["L104_SETTINGS"]
+    return all(states[m]["circuit_state"] == "open" for m in settings.gemini_models)
 
 
 def node_status() -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
 import requests
@@ -28,6 +28,8 @@ from app.upstream_session import build_session, prepare
 from app.upstream_timeouts import DeadlineTimeout, fit_read_timeout
 
 _READ_SIZE = 64 * 1024
+_STREAM_HEADERS = {"accept-encoding": "identity"}
+OPENAI_DONE = b"[DONE]"
 
 
 class ClientHealth:
@@ -67,6 +69,12 @@ class UpstreamClient:
     def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self._settings = settings
         self._base = settings.gemini_api_base
+        # Gemini's OpenAI-compatible API: under the same base, the key as a bearer token.
+        self._openai = f"{settings.gemini_api_base}/openai"
+        self._openai_auth: dict[str, str | None] = {
+            "authorization": f"Bearer {settings.gemini_api_key}",
+            "x-goog-api-key": None,
+        }
         self._timeout = settings.upstream_timeout
         self._clock = clock
         self._lock = threading.Lock()
@@ -94,6 +102,32 @@ class UpstreamClient:
         raw = self._post_json(model, "generateContent", body)
         return _parse_object(raw, model), raw
 
+    def embed(self, model: str, method: str, body: bytes) -> bytes:
+        """`models/{model}:embedContent` or `:batchEmbedContents`; returns the raw answer."""
+        raw = self._post_json(model, method, body)
+        _parse_object(raw, model)
+        return raw
+
+    def openai_post(self, path: str, model: str, body: bytes) -> tuple[dict[str, Any], bytes]:
+        """`POST openai/{path}` (chat/completions, embeddings); the parsed and raw answer."""
+        url = f"{self._openai}/{path}"
+        raw = self._request("POST", url, body, model, headers=self._openai_auth)
+        return _parse_object(raw, model), raw
+
+    def openai_get(self, path: str, model: str | None) -> bytes:
+        """`GET openai/{path}` (models, models/{id}); returns the raw answer."""
+        url = f"{self._openai}/{path}"
+        raw = self._request("GET", url, None, model, headers=self._openai_auth)
+        _parse_object(raw, model)
+        return raw
+
+    def openai_stream(self, model: str, body: bytes) -> Generator[bytes, None, None]:
+        """`POST openai/chat/completions` with `stream: true`: each event's JSON payload as
+        it arrives, up to `data: [DONE]` (not yielded). Errors as in `stream`."""
+        headers = {**self._openai_auth, **_STREAM_HEADERS}
+        url = f"{self._openai}/chat/completions"
+        return self._events(url, body, model, None, headers, until_done=True)
+
     def count_tokens(self, model: str, body: bytes) -> bytes:
         """`models/{model}:countTokens`; returns the raw answer."""
         raw = self._post_json(model, "countTokens", body)
@@ -119,18 +153,32 @@ class UpstreamClient:
         stream are raised as `UpstreamError`. Close the iterator to release the connection.
         """
         url = f"{self._base}/models/{model}:streamGenerateContent"
+        return self._events(url, body, model, {"alt": "sse"}, _STREAM_HEADERS)
+
+    def _events(
+        self,
+        url: str,
+        body: bytes,
+        model: str,
+        params: dict[str, str] | None,
+        headers: Mapping[str, str | None],
+        until_done: bool = False,
+    ) -> Generator[bytes, None, None]:
+        """The events of one upstream stream; `until_done`: it must end with [DONE]."""
         deadline = current_deadline.get()  # the stream, not just its start, ends by it
-        response = self._send(
-            "POST", url, body, model, params={"alt": "sse"}, headers={"accept-encoding": "identity"}
-        )
+        response = self._send("POST", url, body, model, params=params, headers=headers)
         try:
             if response.status_code != 200:
                 raise error_from_response(response.status_code, response.content, model)
             chunks = self._read_chunks(response, model, deadline)
             for data in iter_event_data(chunks):
+                if data == OPENAI_DONE:
+                    return
                 if "error" in _parse_object(data, model):
                     raise error_from_response(_error_code(data), data, model)
                 yield data
+            if until_done:
+                raise UpstreamUnavailable(503, "Upstream ended the stream early.", model=model)
         finally:
             response.close()
 
@@ -169,9 +217,10 @@ class UpstreamClient:
         body: bytes | None,
         model: str | None,
         params: dict[str, str] | None = None,
+        headers: Mapping[str, str | None] | None = None,
     ) -> bytes:
         deadline = current_deadline.get()
-        response = self._send(method, url, body, model, params=params)
+        response = self._send(method, url, body, model, params=params, headers=headers)
         try:
             content = b"".join(self._read_chunks(response, model, deadline))
         finally:
@@ -188,7 +237,7 @@ class UpstreamClient:
         model: str | None,
         *,
         params: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str | None] | None = None,
     ) -> requests.Response:
         deadline = current_deadline.get()
         # Read again by urllib3 for every attempt, so that retries fit the deadline too.

@@ -20,11 +20,14 @@ ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 
 def parse_error_body(content: bytes) -> dict[str, Any]:
-    """The `error` object of a Gemini error body, or {} when there is none."""
+    """The `error` object of a Gemini error body, or {} when there is none. Gemini's
+    OpenAI-compatible API sends the same object inside a JSON array: `[{"error": {...}}]`."""
     try:
         body = json.loads(content)
     except ValueError:
         return {}
+    if isinstance(body, list) and body:
+        body = body[0]
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else {}
 

@@ -64,17 +64,21 @@ def prepare(
     url: str,
     body: bytes | None,
     params: Mapping[str, str] | None = None,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str | None] | None = None,
 ) -> requests.PreparedRequest:
     """What `Session.prepare_request` makes of a call, for the node's own calls only: a
     validated URL (model names and paging parameters are checked before this), a bytes
-    body, the session's headers; no cookies, auth or hooks."""
+    body, the session's headers (a header given as None is left out); no cookies, auth or
+    hooks."""
     prepared = requests.PreparedRequest()
     prepared.method = method
     prepared.url = f"{url}?{urlencode(params)}" if params else url
     prepared.headers = CaseInsensitiveDict(session.headers)  # type: ignore[arg-type]
-    if headers:
-        prepared.headers.update(headers)
+    for name, value in (headers or {}).items():
+        if value is None:
+            prepared.headers.pop(name, None)
+        else:
+            prepared.headers[name] = value
     if body is not None or method == "POST":
         prepared.body = body or b""
         prepared.headers["Content-Length"] = str(len(prepared.body))

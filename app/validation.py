@@ -61,8 +61,56 @@ def check_count_tokens(body: dict[str, Any]) -> None:
         check_contents(body)
 
 
+MAX_BATCH_EMBEDDINGS = 100  # Gemini's own limit per batchEmbedContents call
+
+
+def _check_content(content: Any, where: str) -> None:
+    if not isinstance(content, dict):
+        raise BadRequest(f"Invalid JSON payload: `{where}` must be an object.")
+    parts = content.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise BadRequest(f"Invalid JSON payload: `{where}.parts` must be a non-empty list.")
+    if not all(isinstance(part, dict) for part in parts):
+        raise BadRequest(f"Invalid JSON payload: every item of `{where}.parts` must be an object.")
+
+
+def _check_dimensionality(request: dict[str, Any], where: str) -> None:
+    value = request.get("outputDimensionality")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise BadRequest(f"Invalid JSON payload: `{where}` must be a positive integer.")
+
+
+def check_embed_content(body: dict[str, Any]) -> None:
+    """embedContent takes one `content` with parts."""
+    _check_content(body.get("content"), "content")
+    _check_dimensionality(body, "outputDimensionality")
+
+
+def check_batch_embed(body: dict[str, Any], model: str) -> None:
+    """batchEmbedContents: 1 to 100 `requests`, each with content and, if named, this model
+    (the path's: one batch is one model's vectors)."""
+    requests = body.get("requests")
+    if not isinstance(requests, list) or not requests:
+        raise BadRequest("Invalid JSON payload: `requests` must be a non-empty list.")
+    if len(requests) > MAX_BATCH_EMBEDDINGS:
+        raise BadRequest(f"At most {MAX_BATCH_EMBEDDINGS} requests can be in one batch.")
+    for index, item in enumerate(requests):
+        where = f"requests[{index}]"
+        if not isinstance(item, dict):
+            raise BadRequest(f"Invalid JSON payload: `{where}` must be an object.")
+        named = item.get("model")
+        if named is not None and (
+            not isinstance(named, str) or strip_models_prefix(named) != model
+        ):
+            raise BadRequest(
+                f"`{where}.model` must be models/{model}, the model of the request path."
+            )
+        _check_content(item.get("content"), f"{where}.content")
+        _check_dimensionality(item, f"{where}.outputDimensionality")
+
+
 class ModelNotServed(ApiError):
-    """A valid model id that is not in this node's GEMINI_MODELS."""
+    """A valid model id that is not among the node's models of its kind."""
 
     def __init__(self, model: str, served: tuple[str, ...]) -> None:
         super().__init__(
@@ -71,15 +119,21 @@ class ModelNotServed(ApiError):
         self.model = model
 
 
-def served_model(path_model: str) -> str:
-    """The model id from the path, valid and one the node serves; 400 otherwise."""
+def served_model(path_model: str, kind: str = "generation") -> str:
+    """The model id from the path, valid and one the node serves for `kind` (generation:
+    GEMINI_MODELS, embedding: EMBEDDING_MODELS, any: either); 400 otherwise."""
     settings: Settings = current_app.config["L104_SETTINGS"]
     try:
         model = validate_model_name(strip_models_prefix(path_model))
     except InvalidModelName as exc:
         raise BadRequest(f"Invalid model name: {exc}.") from None
-    if model not in settings.gemini_models and not settings.allow_unlisted_models:
-        raise ModelNotServed(model, settings.gemini_models)
+    served = {
+        "generation": settings.gemini_models,
+        "embedding": settings.embedding_models,
+        "any": settings.served_models,
+    }[kind]
+    if model not in served and not settings.allow_unlisted_models:
+        raise ModelNotServed(model, served)
     return model
 
 

@@ -1,4 +1,5 @@
-"""Bad input gets a Gemini-format 4xx and never reaches upstream."""
+"""Bad input gets a 4xx in its API's format (Gemini's, or OpenAI's on the OpenAI-compatible
+API) and never reaches upstream."""
 
 from __future__ import annotations
 
@@ -59,7 +60,10 @@ BAD_PATHS = [
     ("/v1beta/models/gemini-3.8-flash%3Fkey=x:generateContent", 400),
     ("/v1beta/models/" + "g" * 300 + ":generateContent", 400),
     ("/v1beta/models/gemini-unknown:generateContent", 400),
-    ("/v1beta/models/gemini-3.8-flash:embedContent", 404),
+    ("/v1beta/models/gemini-3.8-flash:embedContent", 400),  # not an embedding model
+    ("/v1beta/models/gemini-embedding-001:generateContent", 400),  # not a generation model
+    ("/v1beta/models/gemini-embedding-002:batchEmbedContents", 400),
+    ("/v1beta/models/gemini-3.8-flash:fooBar", 404),
     ("/v1beta/models/gemini-3.8-flash", 405),
     ("/v1beta/models/gemini-3.8-flash:streamGenerateContent?alt=proto", 400),
     ("/v2/models/gemini-3.8-flash:generateContent", 404),
@@ -149,4 +153,115 @@ def test_unknown_path_and_wrong_method(node: Service, simulator: SimulatorContro
     _assert_gemini_error(*_send(node, "GET", "/nothing-here", None), 404)
     _assert_gemini_error(*_send(node, "GET", GEN, None), 405)
     _assert_gemini_error(*_send(node, "DELETE", "/health", None), 405)
+    assert simulator.calls() == 0
+
+
+EMBED = "/v1beta/models/gemini-embedding-001"
+BAD_EMBEDDINGS = [
+    (":embedContent", b"{}"),
+    (":embedContent", b'{"content": "text"}'),
+    (":embedContent", b'{"content": {"parts": []}}'),
+    (":embedContent", b'{"content": {"parts": ["x"]}}'),
+    (":embedContent", b'{"content": {"parts": [{"text": "x"}]}, "outputDimensionality": 0}'),
+    (":embedContent", b'{"content": {"parts": [{"text": "x"}]}, "outputDimensionality": "8"}'),
+    (":batchEmbedContents", b'{"requests": []}'),
+    (":batchEmbedContents", b'{"requests": {"content": {}}}'),
+    (":batchEmbedContents", b'{"requests": [{"content": {"parts": [{"text": "x"}]}}, 3]}'),
+    (
+        ":batchEmbedContents",
+        b'{"requests": [{"model": "models/gemini-3.8-flash", '
+        b'"content": {"parts": [{"text": "x"}]}}]}',
+    ),
+    (
+        ":batchEmbedContents",
+        json.dumps({"requests": [{"content": {"parts": [{"text": "x"}]}}] * 101}).encode(),
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "body"), BAD_EMBEDDINGS)
+def test_bad_embedding_bodies(
+    node: Service, simulator: SimulatorControl, method: str, body: bytes
+) -> None:
+    _assert_gemini_error(*_send(node, "POST", EMBED + method, body), 400)
+    assert simulator.calls() == 0
+
+
+def _assert_openai_error(status: int, body: dict[str, object], raw: str, expected: int) -> None:
+    assert status == expected, raw
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["type"], str) and isinstance(error["code"], str)
+    assert "Traceback" not in raw and 'File "' not in raw
+
+
+CHAT = "/v1beta/openai/chat/completions"
+EMBEDDINGS = "/v1beta/openai/embeddings"
+MESSAGES = [{"role": "user", "content": "hi"}]
+BAD_OPENAI = [
+    ("POST", CHAT, b"{not json", "application/json", 400),
+    ("POST", CHAT, b"[]", "application/json", 400),
+    ("POST", CHAT, json.dumps({"messages": MESSAGES}).encode(), "application/json", 400),
+    ("POST", CHAT, b'{"model": "gemini-3.8-flash"}', "application/json", 400),
+    ("POST", CHAT, b'{"model": "gemini-3.8-flash", "messages": "hi"}', "application/json", 400),
+    ("POST", CHAT, b'{"model": "gemini-3.8-flash", "messages": []}', "application/json", 400),
+    ("POST", CHAT, b'{"model": "gemini-3.8-flash", "messages": [1]}', "application/json", 400),
+    (
+        "POST",
+        CHAT,
+        json.dumps({"model": "gemini-3.8-flash", "messages": MESSAGES, "stream": "yes"}).encode(),
+        "application/json",
+        400,
+    ),
+    ("POST", CHAT, json.dumps({"model": "../x", "messages": MESSAGES}).encode(), None, 400),
+    (
+        "POST",
+        CHAT,
+        json.dumps({"model": "gemini-unknown", "messages": MESSAGES}).encode(),
+        "application/json",
+        404,
+    ),
+    (
+        "POST",
+        CHAT,
+        json.dumps({"model": "gemini-embedding-001", "messages": MESSAGES}).encode(),
+        "application/json",
+        404,
+    ),
+    ("POST", CHAT, json.dumps({"model": "x", "messages": MESSAGES}).encode(), "text/plain", 415),
+    ("POST", EMBEDDINGS, b'{"model": "gemini-embedding-001"}', "application/json", 400),
+    ("POST", EMBEDDINGS, b'{"model": "gemini-embedding-001", "input": ""}', None, 400),
+    ("POST", EMBEDDINGS, b'{"model": "gemini-embedding-001", "input": [{}]}', None, 400),
+    ("POST", EMBEDDINGS, b'{"model": "gemini-3.8-flash", "input": "x"}', None, 404),
+    ("GET", "/v1beta/openai/models/gemini-unknown", None, None, 404),
+    ("GET", "/v1beta/openai/models/..%2Fx", None, None, 400),
+    ("GET", "/v1beta/openai/nothing-here", None, None, 404),
+    ("POST", "/openai/v1/completions", b"{}", "application/json", 404),
+    ("GET", CHAT, None, None, 404),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "content_type", "expected"), BAD_OPENAI)
+def test_bad_openai_input(
+    node: Service,
+    simulator: SimulatorControl,
+    method: str,
+    path: str,
+    body: bytes | None,
+    content_type: str | None,
+    expected: int,
+) -> None:
+    sent = _send(node, method, path, body, content_type or "application/json")
+    _assert_openai_error(*sent, expected)
+    assert simulator.calls() == 0
+
+
+def test_oversize_openai_body_is_refused(node: Service, simulator: SimulatorControl) -> None:
+    text = "x" * (MAX_REQUEST_BYTES + 1)
+    body = json.dumps(
+        {"model": "gemini-3.8-flash", "messages": [{"role": "user", "content": text}]}
+    )
+    _assert_openai_error(*_send(node, "POST", CHAT, body.encode()), 413)
     assert simulator.calls() == 0

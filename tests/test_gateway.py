@@ -164,3 +164,37 @@ def test_deadline_stops_rotation(gateway: Gateway, clock: FakeClock) -> None:
     with pytest.raises(ApiError) as caught:
         gateway.call("m1", slow)
     assert caught.value.code == 504
+
+
+def test_without_rotation_only_the_requested_model_is_tried(
+    gateway: Gateway, clock: FakeClock
+) -> None:
+    """Embeddings: a 429 rests the model and answers 429 with its retry hint; no other
+    model is ever called, then or during the cooldown."""
+    assert gateway.candidates("m2", rotate=False) == ["m2"]
+    upstream = Upstream()
+    upstream.script["m1"] = [_rate_limited(20)]
+    with pytest.raises(ApiError) as first:
+        gateway.call("m1", upstream, rotate=False)
+    assert first.value.code == 429
+    assert first.value.headers["Retry-After"] == "20"
+    with pytest.raises(ApiError) as resting:
+        gateway.call("m1", upstream, rotate=False)
+    assert resting.value.code == 429 and resting.value.fail_fast
+    assert upstream.calls == ["m1"]
+    clock.advance(20.5)
+    upstream.script["m1"] = ["ok"]
+    assert gateway.call("m1", upstream, rotate=False) == ("ok from m1", "m1")
+
+
+def test_without_rotation_an_open_breaker_fails_fast(gateway: Gateway) -> None:
+    upstream = Upstream()
+    upstream.script["m1"] = [UpstreamUnavailable(503, "overloaded", model="m1")]
+    for _ in range(2):  # fail_max=2
+        with pytest.raises(ApiError):
+            gateway.call("m1", upstream, rotate=False)
+    with pytest.raises(ApiError) as refused:
+        gateway.call("m1", upstream, rotate=False)
+    assert refused.value.code == 503 and refused.value.fail_fast
+    assert "Retry-After" in refused.value.headers
+    assert upstream.calls == ["m1", "m1"]

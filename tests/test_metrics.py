@@ -85,14 +85,20 @@ def test_counters_are_node_wide_and_survive_recycles(
     metrics_node: Service, simulator: SimulatorControl
 ) -> None:
     before = _sample(
-        _scrape(metrics_node).text, "l104_requests_total", code="200", endpoint="generateContent"
+        _scrape(metrics_node).text,
+        "l104_requests_total",
+        api="gemini",
+        code="200",
+        endpoint="generateContent",
     )
     sent = _until_both_workers_served(metrics_node)
     text = _scrape(metrics_node).text
-    assert _sample(text, "l104_requests_total", code="200", endpoint="generateContent") == (
-        before + sent
+    assert _sample(
+        text, "l104_requests_total", api="gemini", code="200", endpoint="generateContent"
+    ) == (before + sent)
+    upstream_ok = _sample(
+        text, "l104_upstream_calls_total", api="gemini", model="gemini-3.8-flash", outcome="ok"
     )
-    upstream_ok = _sample(text, "l104_upstream_calls_total", model="gemini-3.8-flash", outcome="ok")
     assert upstream_ok >= sent
     # Recycle a worker gracefully: its counts stay in the node's totals.
     master = metrics_node.process.pid
@@ -104,9 +110,9 @@ def test_counters_are_node_wide_and_survive_recycles(
         "the worker to be replaced",
     )
     after = _scrape(metrics_node).text
-    assert _sample(after, "l104_requests_total", code="200", endpoint="generateContent") == (
-        before + sent
-    )
+    assert _sample(
+        after, "l104_requests_total", api="gemini", code="200", endpoint="generateContent"
+    ) == (before + sent)
     assert _sample(after, "l104_build_info", version="0.1.0") == 1
 
 
@@ -136,6 +142,7 @@ def test_breaker_state_gauges_and_json_view(
         "circuit_breaks",
         "connection_resets",
         "retry_successes",
+        "requests",
         "models",
     }
     healing = view["self_healing"]
@@ -155,6 +162,7 @@ def test_breaker_state_gauges_and_json_view(
     for key in ("auto_heals", "circuit_breaks", "connection_resets", "retry_successes"):
         assert isinstance(view[key], int)
     assert view["circuit_breaks"] >= 3
+    assert view["requests"]["gemini"] >= 2
     assert view["models"]["gemini-3.8-flash"]["circuit_state"] == "open"
 
     ready = requests.get(f"{metrics_node.url}/ready", timeout=5)
@@ -187,7 +195,12 @@ def test_no_unbounded_labels(metrics_node: Service, simulator: SimulatorControl)
     for name in ("gemini-unknown-1", "gemini-unknown-2"):
         requests.post(f"{metrics_node.url}/v1beta/models/{name}:generateContent", json=PROMPT)
     requests.get(f"{metrics_node.url}/no/such/path/123")
+    requests.get(f"{metrics_node.url}/v1beta/openai/no/such/path/456")
+    chat = {"model": "gemini-unknown-3", "messages": [{"role": "user", "content": "x"}]}
+    requests.post(f"{metrics_node.url}/v1beta/openai/chat/completions", json=chat)
     text = _scrape(metrics_node).text
     assert "gemini-unknown" not in text and "/no/such" not in text
     models = set(re.findall(r'model="([^"]+)"', text))
-    assert models <= {"gemini-3.8-flash", "gemini-3.5-flash", "gemini-2.5-flash-lite", "unlisted"}
+    served = {"gemini-3.8-flash", "gemini-3.5-flash", "gemini-2.5-flash-lite"}
+    assert models <= served | {"gemini-embedding-001", "unlisted"}
+    assert set(re.findall(r'api="([^"]+)"', text)) <= {"gemini", "openai", "legacy", "node"}

@@ -40,6 +40,17 @@ def test_capacity_defaults_follow_the_call_limit() -> None:
     assert (explicit.upstream_pool_size, explicit.worker_connections) == (8, 41)
 
 
+def test_embedding_models_are_their_own_list() -> None:
+    default = Settings.from_env({})
+    assert default.embedding_models == ("gemini-embedding-001",)
+    assert default.served_models == (*DEFAULT_MODELS, "gemini-embedding-001")
+    custom = Settings.from_env({"GEMINI_MODELS": "a", "EMBEDDING_MODELS": "e1,e2"})
+    assert custom.served_models == ("a", "e1", "e2")
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"GEMINI_MODELS": "a,b", "EMBEDDING_MODELS": "b"})
+    assert caught.value.var == "EMBEDDING_MODELS" and "also in GEMINI_MODELS" in str(caught.value)
+
+
 def test_worker_connections_must_leave_room_past_the_call_limit() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"MAX_CALLS_IN_FLIGHT": "40", "WORKER_CONNECTIONS": "40"})
@@ -89,6 +100,7 @@ def test_gemini_model_alone_is_a_one_model_list() -> None:
         ("GEMINI_MODELS", ",", "at least one"),
         ("GEMINI_MODELS", "../x", "letters, digits"),
         ("GEMINI_MODELS", "a,a", "twice"),
+        ("EMBEDDING_MODELS", "../e", "letters, digits"),
         ("GEMINI_API_BASE", "ftp://x", "http(s) URL"),
         ("GEMINI_API_BASE", "https://x/v1beta?key=1", "query"),
         ("LOG_LEVEL", "loud", "DEBUG"),

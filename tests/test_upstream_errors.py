@@ -68,3 +68,17 @@ def test_server_errors_are_retryable() -> None:
     odd = error_from_response(599, b"<html>", "m")
     assert odd.code == 502
     assert odd.message == "Upstream answered HTTP 599."
+
+
+def test_openai_surface_errors_come_as_an_array() -> None:
+    """Gemini's OpenAI-compatible API wraps the native error in a JSON array; the 429's
+    RetryInfo is read from inside it."""
+    details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "26s"}]
+    inner = json.loads(_body(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted", details))
+    error = error_from_response(429, json.dumps([inner]).encode(), "m")
+    assert isinstance(error, UpstreamRateLimited)
+    assert error.retry_delay == 26.0
+    assert error.message == "Resource has been exhausted"
+    unavailable = error_from_response(503, json.dumps([{"error": {"code": 503}}]).encode(), "m")
+    assert isinstance(unavailable, UpstreamUnavailable) and unavailable.retryable
+    assert isinstance(error_from_response(500, b"[]", "m"), UpstreamUnavailable)

@@ -43,7 +43,8 @@ def test_worker_class_serves_generate_stream_and_metrics(
         simulator.fault("503", model="*")
         assert requests.post(f"{base}:generateContent", json=PROMPT, timeout=10).status_code == 503
         metrics = requests.get(f"{node.url}/metrics", timeout=10).text
-        assert 'l104_requests_total{code="200",endpoint="generateContent"} 1.0' in metrics
+        served = 'l104_requests_total{api="gemini",code="200",endpoint="generateContent"} 1.0'
+        assert served in metrics
     finally:
         node.stop()
     assert "Traceback" not in node.log_text()

@@ -1,1 +1,2 @@
-"""The node's blueprints: `node` (Gemini API), `legacy` (original L104 API), `ops`."""
+"""The node's blueprints: `node` (Gemini API), `openai` (OpenAI-compatible API), `legacy`
+(original L104 API), `ops`, `admin`."""

@@ -15,8 +15,10 @@ from app.resilience import get_gateway
 from app.upstream import get_client
 from app.validation import (
     ModelNotServed,
+    check_batch_embed,
     check_contents,
     check_count_tokens,
+    check_embed_content,
     json_body,
     page_params,
     served_model,
@@ -34,15 +36,17 @@ _VERSIONS = "<any(v1, v1beta):version>"
 
 @bp.post(f"/{_VERSIONS}/models/<path:target>")
 def call_model(version: str, target: str) -> Response:
-    """`models/{model}:{method}` for generateContent, streamGenerateContent and countTokens."""
+    """`models/{model}:{method}`: generateContent, streamGenerateContent, countTokens,
+    embedContent and batchEmbedContents."""
     path_model, colon, method = target.rpartition(":")
     if not colon:
-        raise ApiError(405, "POST needs :generateContent, :streamGenerateContent or :countTokens.")
+        raise ApiError(405, f"POST needs one of :{', :'.join(_METHODS)}.")
     handler = _METHODS.get(method)
     g.l104_endpoint = method if handler else None
     if handler is None:
         raise ApiError(404, f"Method not found: {method[:64]}.")
-    return handler(served_model(path_model))
+    kind = "embedding" if method in _EMBED_METHODS else "generation"
+    return handler(served_model(path_model, kind))
 
 
 def generate_content(model: str) -> Response:
@@ -128,11 +132,37 @@ def count_tokens(model: str) -> Response:
     return Response(content, content_type=JSON_TYPE, headers={MODEL_HEADER: answered})
 
 
+def embed_content(model: str) -> Response:
+    """One embedContent call, on the requested model only (no rotation: vectors of two
+    models are not comparable)."""
+    body, raw = json_body()
+    check_embed_content(body)
+    return _embed(model, "embedContent", raw)
+
+
+def batch_embed_contents(model: str) -> Response:
+    """A batchEmbedContents call (google-genai's embed_content), on the requested model only."""
+    body, raw = json_body()
+    check_batch_embed(body, model)
+    return _embed(model, "batchEmbedContents", raw)
+
+
+def _embed(model: str, method: str, raw: bytes) -> Response:
+    client = get_client()
+    content, answered = get_gateway().call(
+        model, lambda m: client.embed(m, method, raw), rotate=False
+    )
+    return Response(content, content_type=JSON_TYPE, headers={MODEL_HEADER: answered})
+
+
 _METHODS = {
     "generateContent": generate_content,
     "streamGenerateContent": stream_generate_content,
     "countTokens": count_tokens,
+    "embedContent": embed_content,
+    "batchEmbedContents": batch_embed_contents,
 }
+_EMBED_METHODS = frozenset({"embedContent", "batchEmbedContents"})
 
 
 @bp.get(f"/{_VERSIONS}/models")
@@ -147,7 +177,7 @@ def get_model(version: str, model: str) -> Response:
     if ":" in model:
         raise ApiError(405, "Use POST for model methods.")
     try:
-        name = served_model(model)
+        name = served_model(model, "any")
     except ModelNotServed as error:
         raise ApiError(404, f"models/{error.model} is not found on this node.") from None
     return Response(get_client().get_model(name), content_type=JSON_TYPE)

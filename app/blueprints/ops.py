@@ -110,5 +110,12 @@ def _json_view(families: list[Any]) -> dict[str, Any]:
         "circuit_breaks": int(totals.get("l104_circuit_breaks", 0)),
         "connection_resets": int(totals.get("l104_connection_resets", 0)),
         "retry_successes": int(totals.get("l104_retry_successes", 0)),
+        # client requests by API: gemini (native), openai (OpenAI-compatible), legacy, node
+        "requests": {
+            api: int(count)
+            for api, count in sorted(
+                metrics_export.totals_by(families, "l104_requests", "api").items()
+            )
+        },
         "models": models,
     }

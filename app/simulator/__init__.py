@@ -2,9 +2,12 @@
 
 The standard library's HTTP server (as a process, `python -m app.simulator`, monkey-patched
 by gevent so that each connection is a greenlet). Serves `/v1` and `/v1beta`
-(generateContent, streamGenerateContent, countTokens, models) plus a control API under
-`/_sim/` for fault injection, config, stats and the request log. Run it with
-`python -m app.simulator --port 0`, or in-process:
+(generateContent, streamGenerateContent, countTokens, embedContent, batchEmbedContents,
+models), Gemini's OpenAI-compatible surface under `/v1beta/openai/` (chat/completions,
+embeddings, models) with bearer auth and array-wrapped errors, plus a control API under
+`/_sim/` for fault injection, config, stats and the request log. Every fault applies to
+every model method of both surfaces. Run it with `python -m app.simulator --port 0`, or
+in-process:
 
     server = start_in_thread(api_key="k")
     ...  # talk to server.url

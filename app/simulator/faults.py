@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.simulator.methods import GET_MODEL_METHODS, MODEL_METHODS
+
 ANY_MODEL = "*"
 MAX_HANG_SECONDS = 600.0
 
@@ -23,9 +25,9 @@ FAULT_PARAMS: dict[str, dict[str, Any]] = {
     "malformed": {},
     "stream_cut": {"after": 1},
 }
-# Faults that also apply to `GET models/{model}`; every fault applies to the model methods.
+# Faults that also apply to getting one model (native and OpenAI-compatible); every fault
+# applies to the model methods (generation, embeddings, chat completions).
 MODEL_GET_FAULTS = frozenset({"reset", "hang", "latency"})
-MODEL_METHODS = frozenset({"generateContent", "streamGenerateContent", "countTokens"})
 
 
 class FaultError(ValueError):
@@ -45,7 +47,7 @@ class Fault:
         """Whether this fault affects a call of `api_method`."""
         if api_method in MODEL_METHODS:
             return True
-        return api_method == "getModel" and self.kind in MODEL_GET_FAULTS
+        return api_method in GET_MODEL_METHODS and self.kind in MODEL_GET_FAULTS
 
     def describe(self) -> dict[str, Any]:
         """The JSON form shown by `GET /_sim/faults`."""

@@ -1,4 +1,5 @@
-"""The request handler: Gemini API routes and how faults shape the answers."""
+"""The request handler: routes of the native Gemini API and of its OpenAI-compatible
+surface, and how faults shape the answers."""
 
 from __future__ import annotations
 
@@ -6,24 +7,29 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl, unquote
 
+from app.simulator import embeddings as emb
+from app.simulator import methods as m
+from app.simulator import openai_chat as chat
+from app.simulator import openai_compat as oa
 from app.simulator import responses as r
 from app.simulator.control import handle_control
+from app.simulator.errors import ApiError
 from app.simulator.faults import Fault
+from app.simulator.frames import CONTENT_TYPES, END, MALFORMED, Framing, StampedFrames, frames
 from app.simulator.state import SimulatorState
 from app.simulator.wire import JSON_TYPE, BodyError, ClientGone, WireHandler
 
 _API_PATH = re.compile(r"/(v1|v1beta)/models(?:/([^/:]+)(?::([^/:]+))?)?")
-_MODEL_METHODS = frozenset({"generateContent", "streamGenerateContent", "countTokens"})
 _ERROR_FAULTS = {
     "500": (500, "An internal error has occurred."),
     "503": (503, "The model is overloaded. Please try again later."),
     "504": (504, "Deadline expired before operation could complete."),
 }
-_MALFORMED = {"sse": b'data: {"candidates": [{"content": \r\n\r\n', "array": b'[{"candidates": '}
+# The native method whose support a wrong-kind OpenAI call is refused for.
+_OPENAI_NATIVE = {m.CHAT: "generateContent", m.EMBEDDINGS: "embedContent"}
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
@@ -32,19 +38,31 @@ class _HasState(Protocol):
     state: SimulatorState
 
 
-class _Reply(Exception):
-    """Stop handling and answer with a Gemini error."""
+def _json(raw: bytes | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
 
-    def __init__(self, code: int, message: str, details: list[r.JsonObject] | None = None) -> None:
-        super().__init__(message)
-        self.body = r.error_body(code, message, details=details)
-        self.code = code
+
+def _require_object(body: object, raw: bytes | None) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        reason = "Empty body." if not raw else "Expected a JSON object."
+        raise ApiError(400, f"Invalid JSON payload received. {reason}")
+    return body
+
+
+class _Answered(Exception):
+    """A fault was the whole answer (a reset, a hang): nothing more to send."""
 
 
 class SimulatorHandler(WireHandler):
     """One connection to the simulator; each request goes to `_handle`."""
 
     state: SimulatorState
+    openai = False  # the request is for the OpenAI-compatible surface (errors are arrays)
 
     def setup(self) -> None:
         """Bind the shared state once per connection."""
@@ -61,6 +79,7 @@ class SimulatorHandler(WireHandler):
     def _handle(self) -> None:
         self.responded = False
         path, _, query_text = self.path.partition("?")
+        self.openai = path.startswith(oa.PREFIX)
         query = dict(parse_qsl(query_text, keep_blank_values=True)) if query_text else {}
         try:
             try:
@@ -69,7 +88,7 @@ class SimulatorHandler(WireHandler):
                 self.close_connection = True
                 if not path.startswith("/_sim/"):
                     self._record(path, query, None, None, None)
-                self.send_body(error.code, r.error_body(error.code, error.message))
+                self._send_error(ApiError(error.code, error.message))
                 return
             if path.startswith("/_sim/"):
                 code, body = handle_control(self.state, self.command, path, query, raw)
@@ -77,17 +96,31 @@ class SimulatorHandler(WireHandler):
             else:
                 self.state.recorder.call_started()
                 try:
-                    self._api(path, query, raw)
+                    api = self._openai if self.openai else self._native
+                    api(path, query, raw, _json(raw))
                 finally:
                     self.state.recorder.call_ended()
-        except ClientGone:
+        except (ClientGone, _Answered):
             self.close_connection = True
-        except _Reply as reply:
-            self.send_body(reply.code, reply.body)
+        except ApiError as error:
+            self._send_error(error)
         except OSError:  # the client went away mid-answer
             self.close_connection = True
         except Exception as error:  # never let a request take the server down
             self.report_bug(error)
+
+    def _send_error(self, error: ApiError) -> None:
+        """The one place an error becomes a body: native, or in an array for OpenAI."""
+        form = r.error_array_body if self.openai else r.error_body
+        self.send_body(error.code, form(error.code, error.message, details=error.details))
+
+    def _credentials(self, query: dict[str, str]) -> tuple[str, str | None]:
+        if self.openai:
+            return oa.bearer(self.headers.get("Authorization"))
+        key = self.headers.get("x-goog-api-key")
+        if key is not None:
+            return "header", key
+        return ("query", query["key"]) if "key" in query else ("none", None)
 
     def _record(
         self,
@@ -97,10 +130,7 @@ class SimulatorHandler(WireHandler):
         api_method: str | None,
         body: object,
     ) -> tuple[str, str | None]:
-        key = self.headers.get("x-goog-api-key")
-        auth = "header" if key is not None else "query" if "key" in query else "none"
-        if key is None:
-            key = query.get("key")
+        auth, key = self._credentials(query)
         self.state.recorder.record(
             {
                 "method": self.command,
@@ -116,7 +146,17 @@ class SimulatorHandler(WireHandler):
         )
         return auth, key
 
-    def _api(self, path: str, query: dict[str, str], raw: bytes | None) -> None:
+    def _begin(
+        self, path: str, query: dict[str, str], model: str | None, api_method: str | None, body: Any
+    ) -> tuple[str, str | None]:
+        """Record the call and wait the configured latency; return its (auth, key)."""
+        credentials = self._record(path, query, model, api_method, body)
+        latency = self.state.config.snapshot()["latency_ms"]
+        if latency:
+            self.state.stopping.wait(latency / 1000)
+        return credentials
+
+    def _native(self, path: str, query: dict[str, str], raw: bytes | None, body: Any) -> None:
         match = _API_PATH.fullmatch(path)
         version, model, method = match.groups() if match else (None, None, None)
         model = unquote(model) if model else None
@@ -125,109 +165,146 @@ class SimulatorHandler(WireHandler):
         elif method is None:
             api_method = "getModel"
         else:
-            api_method = method if method in _MODEL_METHODS else None
-        body: Any = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except (ValueError, RecursionError):
-                body = None
-        auth, key = self._record(path, query, model, api_method, body)
-        latency = self.state.config.snapshot()["latency_ms"]
-        if latency:
-            self.state.stopping.wait(latency / 1000)
+            api_method = method if method in m.NATIVE_MODEL_METHODS else None
+        auth, key = self._begin(path, query, model, api_method, body)
         if api_method is None or version is None:
-            raise _Reply(404, f"Method not found: {self.command} {path}.")
-        wanted = "POST" if api_method in _MODEL_METHODS else "GET"
+            raise ApiError(404, f"Method not found: {self.command} {path}.")
+        wanted = "POST" if api_method in m.NATIVE_MODEL_METHODS else "GET"
         if self.command != wanted:
-            raise _Reply(405, f"{api_method} accepts only {wanted}.")
+            raise ApiError(405, f"{api_method} accepts only {wanted}.")
         self._check_key(auth, key)
         if api_method == "listModels":
             self.send_body(200, self._model_page(query))
             return
         assert model is not None
-        if model not in self.state.model_set:
-            raise _Reply(404, r.not_found_model(model, version))
-        fault = self.state.faults.take(model, api_method)
-        if fault is not None:
-            self.state.recorder.fault_served()
-            if self._fault_before(fault, model, api_method):
-                return
+        embedding = r.is_embedding_model(model)
+        if model not in self.state.model_set or (
+            api_method in m.EMBEDDING_METHODS and not embedding
+        ):
+            named = api_method if api_method in m.EMBEDDING_METHODS else "generateContent"
+            raise ApiError(404, r.not_found_model(model, version, named))
+        if api_method in m.GENERATION_METHODS and embedding:
+            raise ApiError(400, r.unsupported_method(model, api_method))
+        fault = self._fault(model, api_method, api_method == "streamGenerateContent")
         if api_method == "getModel":
             self._send(r.compact(r.model_object(model)), fault)
             return
-        if not isinstance(body, dict):
-            reason = "Empty body." if not raw else "Expected a JSON object."
-            raise _Reply(400, f"Invalid JSON payload received. {reason}")
+        request = _require_object(body, raw)
         if api_method == "countTokens":
-            self._send(r.compact({"totalTokens": r.count_tokens(body)}), fault)
+            self._send(r.compact({"totalTokens": r.count_tokens(request)}), fault)
+        elif api_method == "embedContent":
+            self._send(r.compact(emb.embed_response(model, request)), fault)
+        elif api_method == "batchEmbedContents":
+            self._send(r.compact(emb.batch_response(model, request)), fault)
+        else:
+            text = r.reply_text(request)
+            prompt = r.prompt_tokens(request)
+            if api_method == "generateContent":
+                reply = r.generate_response(text, prompt, model, r.response_id())
+                self._send(r.compact(reply), fault)
+                return
+            pieces = self.state.config.snapshot()["stream_chunks"]
+            chunks = r.stream_chunks(text, pieces, prompt, model, r.response_id())
+            self._stream(chunks, "sse" if query.get("alt") == "sse" else "array", fault)
+
+    def _openai(self, path: str, query: dict[str, str], raw: bytes | None, body: Any) -> None:
+        found = oa.route(path)
+        api_method = found.api_method if found else None
+        model = found.path_model if found else None
+        if api_method in _OPENAI_NATIVE:
+            model = oa.body_model(body)
+        auth, key = self._begin(path, query, model, api_method, body)
+        if found is None:
+            raise ApiError(404, f"Method not found: {self.command} {path}.")
+        if self.command != found.http_method:
+            raise ApiError(405, f"{path} accepts only {found.http_method}.")
+        self._check_key(auth, key)
+        if found.api_method == m.OPENAI_LIST_MODELS:
+            self.send_body(200, r.compact(oa.model_list(self.state.models)))
             return
-        text = r.reply_text(body)
-        prompt = r.prompt_tokens(body)
-        if api_method == "generateContent":
-            reply = r.generate_response(text, prompt, model, r.response_id())
-            self._send(r.compact(reply), fault)
-            return
-        pieces = self.state.config.snapshot()["stream_chunks"]
-        chunks = r.stream_chunks(text, pieces, prompt, model, r.response_id())
-        self._stream(chunks, query.get("alt") == "sse", fault)
+        request = _require_object(body, raw) if found.api_method in _OPENAI_NATIVE else {}
+        if not model:
+            raise ApiError(400, "model is required: a model id, with or without models/.")
+        native = _OPENAI_NATIVE.get(found.api_method, "generateContent")
+        if model not in self.state.model_set:
+            raise ApiError(404, r.not_found_model(model, oa.API_VERSION, native))
+        wants_embedding = found.api_method == m.EMBEDDINGS
+        if found.api_method in _OPENAI_NATIVE and r.is_embedding_model(model) != wants_embedding:
+            raise ApiError(400, r.unsupported_method(model, native))
+        if found.api_method == m.OPENAI_GET_MODEL:
+            fault = self._fault(model, found.api_method, streaming=False)
+            self._send(r.compact(oa.model_entry(model)), fault)
+        elif found.api_method == m.EMBEDDINGS:
+            embeddings = oa.embeddings_request(request)
+            fault = self._fault(model, found.api_method, streaming=False)
+            self._send(r.compact(oa.embeddings_response(model, embeddings)), fault)
+        else:
+            completion = chat.chat_request(request)
+            fault = self._fault(model, found.api_method, completion.stream)
+            cid, created = chat.completion_id(), int(time.time())
+            if not completion.stream:
+                self._send(r.compact(chat.completion(completion, model, cid, created)), fault)
+                return
+            pieces = self.state.config.snapshot()["stream_chunks"]
+            self._stream(chat.chunks(completion, model, pieces, cid, created), "openai", fault)
 
     def _check_key(self, auth: str, key: str | None) -> None:
         expected = self.state.api_key
         if expected is None:
             return
         if auth == "none" or key is None:
-            raise _Reply(403, r.NO_KEY_MESSAGE)
+            if self.openai:
+                raise ApiError(401, oa.NO_CREDENTIALS_MESSAGE, oa.NO_CREDENTIALS_DETAILS)
+            raise ApiError(403, r.NO_KEY_MESSAGE)
         if not secrets.compare_digest(key.encode(), expected.encode()):
-            raise _Reply(400, r.BAD_KEY_MESSAGE, details=r.BAD_KEY_DETAILS)
+            raise ApiError(400, r.BAD_KEY_MESSAGE, r.BAD_KEY_DETAILS)
 
     def _model_page(self, query: dict[str, str]) -> bytes:
         try:
             size = int(query.get("pageSize") or DEFAULT_PAGE_SIZE)
             start = int(query.get("pageToken") or "0", 16)
         except ValueError:
-            raise _Reply(400, "Invalid pageSize or pageToken.") from None
+            raise ApiError(400, "Invalid pageSize or pageToken.") from None
         if size < 0 or start < 0 or start > len(self.state.models):
-            raise _Reply(400, "Invalid pageSize or pageToken.")
+            raise ApiError(400, "Invalid pageSize or pageToken.")
         size = min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         page: r.JsonObject = {
-            "models": [r.model_object(m) for m in self.state.models[start : start + size]]
+            "models": [r.model_object(name) for name in self.state.models[start : start + size]]
         }
         if start + size < len(self.state.models):
             page["nextPageToken"] = f"{start + size:x}"
         return r.compact(page)
 
-    def _fault_before(self, fault: Fault, model: str, api_method: str) -> bool:
-        """Apply the part of `fault` that comes before any answer; True when it answered."""
+    def _fault(self, model: str, api_method: str, streaming: bool) -> Fault | None:
+        """The call's fault, once the part of it that comes before any answer is applied.
+
+        Raises ApiError for an error fault and _Answered for a reset or a hang.
+        """
+        fault = self.state.faults.take(model, api_method)
+        if fault is None:
+            return None
+        self.state.recorder.fault_served()
         kind = fault.kind
         if kind in ("429", "429_day"):
-            body = r.quota_error(
-                model,
-                kind == "429_day",
-                fault.params["retry_delay"],
-                with_details=not fault.params["no_details"],
-            )
-            self.send_body(429, body)
-        elif kind in _ERROR_FAULTS:
-            code, message = _ERROR_FAULTS[kind]
-            self.send_body(code, r.error_body(code, message))
-        elif kind == "reset" or (kind == "stream_cut" and api_method != "streamGenerateContent"):
+            retry_delay, no_details = fault.params["retry_delay"], fault.params["no_details"]
+            raise r.quota_error(model, kind == "429_day", retry_delay, not no_details)
+        if kind in _ERROR_FAULTS:
+            raise ApiError(*_ERROR_FAULTS[kind])
+        if kind == "reset" or (kind == "stream_cut" and not streaming):
             self.abort()
-        elif kind == "hang":
+            raise _Answered
+        if kind == "hang":
             self.state.stopping.wait(fault.params["seconds"])
-            self.close_connection = True
-        elif kind == "latency":
+            raise _Answered
+        if kind == "latency":
             self.state.stopping.wait(fault.params["ms"] / 1000)
-            return False
-        else:
-            return False
-        return True
+        return fault
 
     def _send(self, body: bytes, fault: Fault | None, content_type: str = JSON_TYPE) -> None:
         """A 200 answer, reshaped by a `slow_body` or `malformed` fault."""
         kind = fault.kind if fault else None
         if kind == "malformed":
-            body = b'{"candidates": ['
+            body = body[: len(body) // 2]  # the first half of a JSON object never parses
         if kind == "slow_body":
             assert fault is not None
             self._send_slowly(body, fault.params["ms"] / 1000, content_type)
@@ -245,65 +322,36 @@ class SimulatorHandler(WireHandler):
                 return
             self.wfile.write(piece)
 
-    def _stream(self, chunks: list[r.JsonObject], sse: bool, fault: Fault | None) -> None:
-        """A streamed answer: SSE events or one incrementally sent JSON array."""
-        frames: list[bytes] | _StampedFrames = list(_frames(chunks, sse))
+    def _stream(self, chunks: list[r.JsonObject], framing: Framing, fault: Fault | None) -> None:
+        """A streamed answer: SSE events (native or OpenAI) or one incrementally sent array."""
+        sent: list[bytes] | StampedFrames = list(frames(chunks, framing))
+        end = END[framing]
         kind = fault.kind if fault else None
-        content_type = "text/event-stream" if sse else JSON_TYPE
         if kind == "malformed":
-            frames = [_MALFORMED["sse" if sse else "array"]]
+            sent, end = [MALFORMED[framing]], b""
         if kind == "slow_body":
             assert fault is not None
-            self._send_slowly(b"".join(frames), fault.params["ms"] / 1000, content_type)
+            body = b"".join(sent) + end
+            self._send_slowly(body, fault.params["ms"] / 1000, CONTENT_TYPES[framing])
             return
         cut = fault.params["after"] if fault is not None and kind == "stream_cut" else None
         config = self.state.config.snapshot()
         delay = config["chunk_delay_ms"] / 1000
         if config["stamp_chunks"] and kind != "malformed":
-            frames = _StampedFrames(chunks, sse)
-        self.start_stream(200, content_type)
+            sent = StampedFrames(chunks, framing)
+        self.start_stream(200, CONTENT_TYPES[framing])
         # The pause comes before the next frame is taken: a stamped frame is stamped after it.
-        for index, frame in enumerate(frames):
+        for index, frame in enumerate(sent):
             if cut is not None and index >= cut:
                 self.close_connection = True
                 return
             self.write_chunk(frame)
-            more = index + 1 < len(frames)
+            more = index + 1 < len(sent)
             if more and delay and self.state.stopping.wait(delay):
                 self.close_connection = True
                 return
         if cut is not None:
             self.close_connection = True
             return
+        self.write_chunk(end)
         self.end_stream()
-
-
-class _StampedFrames:
-    """The frames of `_frames`, each chunk stamped with `simSentAt` (Unix time) as it is
-    taken to be written, so a client can tell how long a chunk took to reach it."""
-
-    def __init__(self, chunks: list[r.JsonObject], sse: bool) -> None:
-        self._chunks = chunks
-        self._sse = sse
-
-    def __len__(self) -> int:
-        return len(self._chunks)
-
-    def __iter__(self) -> Iterator[bytes]:
-        last = len(self._chunks) - 1
-        for index, chunk in enumerate(self._chunks):
-            stamped = [{**chunk, "simSentAt": round(time.time(), 6)}]
-            yield from _frames(stamped, self._sse, first=index == 0, last=index == last)
-
-
-def _frames(
-    chunks: list[r.JsonObject], sse: bool, first: bool = True, last: bool = True
-) -> Iterable[bytes]:
-    if sse:
-        for chunk in chunks:
-            yield b"data: " + r.compact(chunk) + b"\r\n\r\n"
-        return
-    end = len(chunks) - 1 if last else -1
-    for index, chunk in enumerate(chunks):
-        frame = (b"[" if index == 0 and first else b",\r\n") + r.compact(chunk)
-        yield frame + b"]" if index == end else frame

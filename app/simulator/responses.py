@@ -1,10 +1,13 @@
-"""Gemini-shaped bodies: replies, stream chunks, model objects and error objects."""
+"""Gemini-shaped bodies: replies, stream chunks, model objects and error objects (native,
+and the array-wrapped form of the OpenAI-compatible surface)."""
 
 from __future__ import annotations
 
 import json
 import secrets
 from typing import Any
+
+from app.simulator.errors import ApiError
 
 JsonObject = dict[str, Any]
 
@@ -16,15 +19,18 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "gemini-3.1-flash-lite",
     "gemini-3.1-pro-preview",
     "gemini-2.5-flash-lite",
+    "gemini-embedding-001",
 )
 REPLY_PREFIX = "L104 simulator reply to: "
 EMPTY_REPLY = "L104 simulator reply."
 INPUT_TOKEN_LIMIT = 1048576
 OUTPUT_TOKEN_LIMIT = 65536
+EMBEDDING_INPUT_TOKEN_LIMIT = 2048
 
 # google.rpc status names for the codes the simulator answers with.
 STATUS_NAMES: dict[int, str] = {
     400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     405: "INVALID_ARGUMENT",
@@ -73,16 +79,27 @@ def error_body(
     return json.dumps({"error": error}, indent=2, ensure_ascii=False).encode("utf-8")
 
 
-def not_found_model(model: str, version: str) -> str:
-    """The message of a 404 for a model the simulator does not serve."""
+def error_array_body(
+    code: int, message: str, status: str | None = None, details: list[JsonObject] | None = None
+) -> bytes:
+    """The same error as the OpenAI-compatible surface sends it: alone in a JSON array."""
+    return b"[" + error_body(code, message, status, details) + b"\n]"
+
+
+def not_found_model(model: str, version: str, method: str = "generateContent") -> str:
+    """The message of a 404 for a model the simulator does not serve (for `method`)."""
     return (
-        f"models/{model} is not found for API version {version}, "
-        "or is not supported for generateContent."
+        f"models/{model} is not found for API version {version}, or is not supported for {method}."
     )
 
 
-def quota_error(model: str, per_day: bool, retry_delay: str, with_details: bool = True) -> bytes:
-    """A 429 RESOURCE_EXHAUSTED body with QuotaFailure and RetryInfo details."""
+def unsupported_method(model: str, method: str) -> str:
+    """The message of a 400 for a served model called with a method it does not support."""
+    return f"models/{model} is not supported for {method}."
+
+
+def quota_error(model: str, per_day: bool, retry_delay: str, with_details: bool = True) -> ApiError:
+    """A 429 RESOURCE_EXHAUSTED error with QuotaFailure and RetryInfo details."""
     period = "Day" if per_day else "Minute"
     limit = "250" if per_day else "10"
     message = (
@@ -93,7 +110,7 @@ def quota_error(model: str, per_day: bool, retry_delay: str, with_details: bool 
         f"Please retry in {retry_delay}."
     )
     if not with_details:
-        return error_body(429, message)
+        return ApiError(429, message)
     details: list[JsonObject] = [
         {
             "@type": "type.googleapis.com/google.rpc.QuotaFailure",
@@ -108,7 +125,7 @@ def quota_error(model: str, per_day: bool, retry_delay: str, with_details: bool 
         },
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay},
     ]
-    return error_body(429, message, details=details)
+    return ApiError(429, message, details)
 
 
 def _as_list(value: object) -> list[Any]:
@@ -136,11 +153,15 @@ def count_words(text: str) -> int:
     return max(1, len(text.split()))
 
 
+def reply_to(last: str) -> str:
+    """The deterministic reply to a conversation whose last prompt text is `last`."""
+    return REPLY_PREFIX + last if last else EMPTY_REPLY
+
+
 def reply_text(request: JsonObject) -> str:
     """The deterministic reply to a GenerateContentRequest."""
     contents = _as_list(request.get("contents"))
-    last = content_text(contents[-1]) if contents else ""
-    return REPLY_PREFIX + last if last else EMPTY_REPLY
+    return reply_to(content_text(contents[-1]) if contents else "")
 
 
 def prompt_tokens(request: JsonObject) -> int:
@@ -225,14 +246,24 @@ def display_name(model: str) -> str:
     return " ".join(word[:1].upper() + word[1:] for word in model.split("-"))
 
 
+def is_embedding_model(model: str) -> bool:
+    """Whether `model` embeds (embedContent) rather than generates (generateContent)."""
+    return "embedding" in model
+
+
 def model_object(model: str) -> JsonObject:
     """The Model resource of one served model."""
+    embedding = is_embedding_model(model)
     return {
         "name": f"models/{model}",
         "version": "001",
         "displayName": display_name(model),
         "description": f"{display_name(model)}, served by the L104 Gemini simulator.",
-        "inputTokenLimit": INPUT_TOKEN_LIMIT,
-        "outputTokenLimit": OUTPUT_TOKEN_LIMIT,
-        "supportedGenerationMethods": ["generateContent", "countTokens"],
+        "inputTokenLimit": EMBEDDING_INPUT_TOKEN_LIMIT if embedding else INPUT_TOKEN_LIMIT,
+        "outputTokenLimit": 1 if embedding else OUTPUT_TOKEN_LIMIT,
+        "supportedGenerationMethods": (
+            ["embedContent", "batchEmbedContents"]
+            if embedding
+            else ["generateContent", "countTokens"]
+        ),
     }

@@ -43,3 +43,13 @@ class SimulatorControl:
             f"{self.url}/_sim/requests", params={"limit": limit}, timeout=5
         ).json()
         return result
+
+    @property
+    def openai_base(self) -> str:
+        """The base URL of the simulator's OpenAI-compatible surface (Gemini's own path)."""
+        return f"{self.url}/v1beta/openai"
+
+    def by_method(self) -> dict[str, int]:
+        """API calls so far per api_method (generateContent, embedContent, chat.completions...)."""
+        result: dict[str, int] = self.stats()["by_method"]
+        return result
