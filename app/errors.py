@@ -78,6 +78,7 @@ class UpstreamError(ApiError):
     def __init__(self, code: int, message: str, *, model: str | None = None, **kw: Any) -> None:
         super().__init__(code, message, **kw)
         self.model = model
+        self.key_id: str | None = None  # the upstream key's id, for a stream that broke
 
 
 class UpstreamUnavailable(UpstreamError):
@@ -117,6 +118,15 @@ class UpstreamRateLimited(UpstreamError):
 
 class UpstreamRejected(UpstreamError):
     """Upstream refused the request itself (a 4xx other than 429)."""
+
+
+class UpstreamKeyRefused(UpstreamRejected):
+    """Upstream refused the node's key (400 API_KEY_INVALID, 401, 403 PERMISSION_DENIED):
+    the key is taken out of the pool; the client never sees why in terms of a key."""
+
+    def __init__(self, reason: str, **kw: Any) -> None:
+        super().__init__(502, "Upstream refused the node's credentials.", **kw)
+        self.reason = reason
 
 
 Renderer = Callable[[ApiError], Response]

@@ -30,7 +30,7 @@ class BreakerEvents(pybreaker.CircuitBreakerListener):
     ) -> None:
         """One log line per transition; `circuit_breaks` counts openings."""
         event, level = _BREAKER_EVENTS[new_state.name]
-        model = str(cb.name)
+        model, _, key = str(cb.name).partition("@")  # a (model, key) pair: app.key_pool
         log_event(
             log,
             event,
@@ -38,6 +38,7 @@ class BreakerEvents(pybreaker.CircuitBreakerListener):
             model=model,
             from_state=old_state.name if old_state else None,
             failures=cb.fail_counter,
+            **({"key": key} if key else {}),
         )
         label = metrics.model_label(model)
         metrics.BREAKER_TRANSITIONS.labels(label, new_state.name).inc()
@@ -59,8 +60,9 @@ def model_rotation(from_model: str, to_model: str, reasons: dict[str, str]) -> N
     ).inc()
 
 
-def model_cooldown(model: str, seconds: float, reason: str) -> None:
-    """A model starts resting after a 429."""
+def model_cooldown(model: str, seconds: float, reason: str, key: str | None = None) -> None:
+    """A model starts resting after a 429 (on one upstream key, when the pool has several)."""
+    fields = {"key": key} if key is not None else {}
     log_event(
         log,
         "model_cooldown",
@@ -68,8 +70,22 @@ def model_cooldown(model: str, seconds: float, reason: str) -> None:
         model=model,
         seconds=round(seconds, 3),
         reason=reason,
+        **fields,
     )
     metrics.COOLDOWNS.labels(metrics.model_label(model), reason).inc()
+
+
+def api_key_disabled(key: str, reason: str, probe_in: float) -> None:
+    """Gemini refused an upstream key: it leaves the pool node-wide until its next probe."""
+    log_event(
+        log,
+        "api_key_disabled",
+        logging.ERROR,
+        key=key,
+        reason=reason,
+        probe_in_seconds=round(probe_in, 3),
+    )
+    metrics.KEYS_DISABLED.labels(key).inc()
 
 
 def http_client_reset(reason: str, errors: int) -> None:

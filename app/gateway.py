@@ -9,6 +9,7 @@ requested model, with the same breakers, cooldowns, deadline and retry budget.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ from app.cooldowns import Cooldowns
 from app.errors import (
     ApiError,
     UpstreamError,
+    UpstreamKeyRefused,
     UpstreamMalformed,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
 )
+from app.key_pool import KeyPool, UpstreamKey, current_key
 from app.retry_budget import RetryBudget
 from app.retry_policy import current_budget, current_deadline
 from app.state import StateStore
@@ -97,6 +100,8 @@ class Gateway:
         deadline_seconds: float,
         allow_unlisted: bool = False,
         budget: RetryBudget | None = None,
+        keys: KeyPool | None = None,
+        key_probe_interval: float = 300.0,
     ) -> None:
         self.models = models
         self._breaker = breakers
@@ -106,6 +111,9 @@ class Gateway:
         self.deadline_seconds = deadline_seconds
         self.allow_unlisted = allow_unlisted
         self.budget = budget
+        self.keys = keys or KeyPool([""])
+        self.key_probe_interval = key_probe_interval
+        self._turn = itertools.count()
 
     def candidates(self, requested: str | None, rotate: bool = True) -> list[str]:
         """The requested model first (when served), then the rotation list in order."""
@@ -137,48 +145,103 @@ class Gateway:
         self, candidates: list[str], op: Callable[[str], T], deadline: Deadline
     ) -> tuple[T, str]:
         attempted = Attempted(skipped={})
-        seen = self._store.admission(candidates)  # one read: cooldowns and breakers
+        pool = self.keys
+        seen = self._store.admission([pool.route(m, k) for m in candidates for k in pool.keys])
         resting = seen.resting
-        for model in candidates:
-            if deadline.expired():
-                break
-            if model in resting:
-                attempted.skipped[model] = resting[model].reason
-                attempted.wait(self._cooldowns.remaining(resting[model]))
-                continue
-            if attempted.last_error is not None and not self._budget_allows():
-                attempted.skipped[model] = "retry_budget"
-                break
-            breaker = self._breaker(model)
-            try:
-                # The breaker as read above, unless an upstream call made since by this
-                # request left time for it to change.
-                fresh = seen.breakers[model] if attempted.last_error is None else None
-                permit = breaker.admit(fresh)
-            except BreakerOpenError as refused:
-                attempted.skipped[model] = "circuit_open"
-                attempted.wait(refused.retry_after)
-                continue
-            started = time.perf_counter()
-            try:
-                result = op(model)
-            except UpstreamError as error:
-                self._failed(model, breaker, permit, error, attempted, started)
-                if isinstance(error, UpstreamRejected) and error.code != 404:
-                    raise  # the request itself was refused: another model would refuse it too
-                continue
-            except BaseException:
-                breaker.release(permit)
-                raise
-            breaker.record_success(permit)
-            metrics.UPSTREAM_CALLS.labels(_api(), metrics.model_label(model), "ok").inc()
-            metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(
-                time.perf_counter() - started
+        keys = [k for k in pool.keys if pool.rest_name(k) not in resting]
+        if not keys:
+            raise self._every_key_refused()
+        if candidates and len(keys) > 1:
+            keys = self._spread(
+                keys, [k for k in keys if pool.route(candidates[0], k) not in resting]
             )
-            if model != candidates[0]:
-                events.model_rotation(candidates[0], model, attempted.skipped)
-            return result, model
+        for model in candidates:
+            for key in list(keys):
+                if key not in keys:
+                    continue  # refused by Gemini during this request
+                if deadline.expired():
+                    raise self._exhausted(attempted, deadline)
+                route = pool.route(model, key)
+                if route in resting:
+                    attempted.skipped[route] = resting[route].reason
+                    attempted.wait(self._cooldowns.remaining(resting[route]))
+                    continue
+                if attempted.last_error is not None and not self._budget_allows():
+                    attempted.skipped[route] = "retry_budget"
+                    raise self._exhausted(attempted, deadline)
+                breaker = self._breaker(route)
+                try:
+                    # The breaker as read above, unless an upstream call made since by this
+                    # request left time for it to change.
+                    fresh = seen.breakers.get(route) if attempted.last_error is None else None
+                    permit = breaker.admit(fresh)
+                except BreakerOpenError as refused:
+                    attempted.skipped[route] = "circuit_open"
+                    attempted.wait(refused.retry_after)
+                    continue
+                started = time.perf_counter()
+                token = current_key.set(key)
+                try:
+                    result = op(model)
+                except UpstreamKeyRefused as error:
+                    breaker.release(permit)
+                    self._disable_key(key, error)
+                    keys.remove(key)
+                    attempted.skipped[route] = "key_refused"
+                    continue
+                except UpstreamError as error:
+                    self._failed(model, key, breaker, permit, error, attempted, started)
+                    if isinstance(error, UpstreamRejected) and error.code != 404:
+                        raise  # the request itself was refused: another model would refuse it too
+                    if isinstance(error, UpstreamRateLimited):
+                        continue  # that key's quota: the same model on the pool's other keys
+                    break  # the model's own failure: the next model
+                except BaseException:
+                    breaker.release(permit)
+                    raise
+                finally:
+                    current_key.reset(token)
+                breaker.record_success(permit)
+                metrics.UPSTREAM_CALLS.labels(_api(), metrics.model_label(model), "ok").inc()
+                metrics.KEY_CALLS.labels(key.id, "ok").inc()
+                metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(
+                    time.perf_counter() - started
+                )
+                if model != candidates[0]:
+                    events.model_rotation(candidates[0], model, attempted.skipped)
+                return result, model
+        if not keys:
+            raise self._every_key_refused()
         raise self._exhausted(attempted, deadline)
+
+    def _spread(self, keys: list[UpstreamKey], ready: list[UpstreamKey]) -> list[UpstreamKey]:
+        """`keys` in the order to try them: those `ready` for the requested model first,
+        each request starting one further along them (per worker), so that calls spread
+        evenly over the usable keys; then the rest (resting for it: tried for other models)."""
+        if not ready:
+            return keys
+        start = next(self._turn) % len(ready)
+        return [*ready[start:], *ready[:start], *(k for k in keys if k not in ready)]
+
+    def _disable_key(self, key: UpstreamKey, error: UpstreamKeyRefused) -> None:
+        """Take a refused key out of the pool node-wide until its next probe."""
+        self._store.set_cooldown(
+            self.keys.rest_name(key), self._clock.now() + self.key_probe_interval, "key_refused"
+        )
+        metrics.KEY_CALLS.labels(key.id, "key_refused").inc()
+        events.api_key_disabled(key.id, error.reason, self.key_probe_interval)
+
+    def _every_key_refused(self) -> ApiError:
+        details, headers = retry_hint(self.key_probe_interval)
+        error = ApiError(
+            503,
+            "This node cannot call Gemini: Gemini refuses every upstream key it has. "
+            "An operator has to replace them.",
+            details=details,
+            headers=headers,
+        )
+        error.fail_fast = True
+        return error
 
     def _budget_allows(self) -> bool:
         """Another model after a failed attempt is an extra upstream call: budget it."""
@@ -187,6 +250,7 @@ class Gateway:
     def _failed(
         self,
         model: str,
+        key: UpstreamKey,
         breaker: ModelBreaker,
         permit: Permit,
         error: UpstreamError,
@@ -195,30 +259,36 @@ class Gateway:
     ) -> None:
         kind = error_kind(error)
         metrics.UPSTREAM_CALLS.labels(_api(), metrics.model_label(model), kind).inc()
+        metrics.KEY_CALLS.labels(key.id, kind).inc()
         metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(
             time.perf_counter() - started
         )
         self._store.track_error(model, kind)
         if isinstance(error, UpstreamRateLimited):
             breaker.release(permit)
-            cooldown = self._cooldowns.cool_down(model, error)
-            events.model_cooldown(model, self._cooldowns.remaining(cooldown), cooldown.reason)
+            route = self.keys.route(model, key)
+            cooldown = self._cooldowns.cool_down(route, error)
+            key_id = key.id if len(self.keys) > 1 else None
+            events.model_cooldown(
+                model, self._cooldowns.remaining(cooldown), cooldown.reason, key=key_id
+            )
             attempted.wait(self._cooldowns.remaining(cooldown))
         elif counts_against_breaker(error):
             breaker.record_failure(permit, error)
             attempted.wait(breaker.retry_after())
         else:
             breaker.release(permit)
-        attempted.skipped[model] = kind
+        attempted.skipped[self.keys.route(model, key)] = kind
         attempted.last_error = error
 
     def record_stream_failure(self, model: str, error: UpstreamError) -> None:
         """A stream broke after its first byte reached the client: count it, no rotation."""
         self._store.track_error(model, error_kind(error))
-        label = metrics.model_label(model)
-        metrics.UPSTREAM_CALLS.labels(_api(), label, error_kind(error)).inc()
+        metrics.UPSTREAM_CALLS.labels(_api(), metrics.model_label(model), error_kind(error)).inc()
+        key = self.keys.by_id.get(error.key_id or "") or self.keys.keys[0]
+        metrics.KEY_CALLS.labels(key.id, error_kind(error)).inc()
         if counts_against_breaker(error):
-            breaker = self._breaker(model)
+            breaker = self._breaker(self.keys.route(model, key))
             breaker.record_failure(breaker.unadmitted(), error)
 
     def _exhausted(self, attempted: Attempted, deadline: Deadline) -> ApiError:

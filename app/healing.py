@@ -28,6 +28,7 @@ CLEAR_MODEL_ERRORS = "clear_model_errors"
 CLEAR_COOLDOWNS = "clear_cooldowns"
 RESET_HTTP_CLIENT = "reset_http_client"
 RECYCLE_WORKERS = "recycle_workers"
+RESET_KEYS = "reset_keys"  # refused upstream keys back into the pool (operator only)
 ALL_ACTIONS = (
     RESET_RATE_LIMITS,
     RESET_CIRCUIT_BREAKER,
@@ -35,6 +36,7 @@ ALL_ACTIONS = (
     CLEAR_COOLDOWNS,
     RESET_HTTP_CLIENT,
     RECYCLE_WORKERS,
+    RESET_KEYS,
 )
 LEVEL_ACTIONS = {
     "light": (RESET_RATE_LIMITS, RESET_CIRCUIT_BREAKER, CLEAR_MODEL_ERRORS),
@@ -99,6 +101,7 @@ class Healer:
         reset_rate_limits: Callable[[], None],
         reset_http_client: Callable[[str], None],
         recycle_worker: Callable[[str], object],
+        reset_keys: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._breakers = breakers
@@ -106,6 +109,7 @@ class Healer:
         self._reset_rate_limits = reset_rate_limits
         self._reset_http_client = reset_http_client
         self._recycle_worker = recycle_worker
+        self._reset_keys = reset_keys
         self._lock = threading.Lock()
         self.seen_epoch = store.heal_epoch()
         self.seen_generation = store.heal_generation()
@@ -142,6 +146,9 @@ class Healer:
         if CLEAR_COOLDOWNS in actions:
             self._store.clear("cooldowns")
             done.append(CLEAR_COOLDOWNS)
+        if RESET_KEYS in actions:
+            self._reset_keys()
+            done.append(RESET_KEYS)
         per_worker = [a for a in actions if a in PER_WORKER_ACTIONS]
         shared = [a for a in actions if not (local and a in PER_WORKER_ACTIONS)]
         now = self._store.clock.now()

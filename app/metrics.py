@@ -46,6 +46,13 @@ UPSTREAM_CALLS = Counter(
 UPSTREAM_SECONDS = Histogram(
     "l104_upstream_duration_seconds", "Upstream call latency", ["model"], buckets=LATENCY_BUCKETS
 )
+# `key`: an upstream key's id (app.key_pool), never the key; bounded by GEMINI_API_KEYS
+KEY_CALLS = Counter(
+    "l104_upstream_key_calls", "Upstream calls by upstream key id and outcome", ["key", "outcome"]
+)
+KEYS_DISABLED = Counter(
+    "l104_api_keys_disabled", "Times Gemini refused an upstream key and it left the pool", ["key"]
+)
 CIRCUIT_BREAKS = Counter("l104_circuit_breaks", "Times a model's circuit breaker opened", ["model"])
 BREAKER_TRANSITIONS = Counter(
     "l104_circuit_breaker_transitions", "Breaker state changes", ["model", "to_state"]

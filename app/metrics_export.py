@@ -18,6 +18,8 @@ from prometheus_client.registry import Collector
 
 from app.breaker import BreakerBoard
 from app.cooldowns import Cooldowns
+from app.key_pool import KeyPool
+from app.route_states import RouteStates
 from app.state import StateStore
 from app.version import __version__
 
@@ -32,7 +34,7 @@ class _ThisProcess(Collector):
 
 
 class StateCollector(Collector):
-    """Node-wide state from the store: breakers, cooldowns, build info."""
+    """Node-wide state from the store: breakers, cooldowns, upstream keys, build info."""
 
     def __init__(
         self,
@@ -41,17 +43,20 @@ class StateCollector(Collector):
         cooldowns: Cooldowns,
         models: tuple[str, ...],
         rotation: tuple[str, ...],
+        pool: KeyPool,
     ) -> None:
         self._store = store
         self._breakers = breakers
         self._cooldowns = cooldowns
         self._models = models  # every served model, embedding models too
         self._rotation = rotation  # GEMINI_MODELS: whether the node can answer a generation
+        self._pool = pool
 
     def collect(self) -> Iterator[Metric]:
+        states = RouteStates(self._store, self._breakers, self._cooldowns, self._pool, self._models)
         state = GaugeMetricFamily(
             "l104_circuit_breaker_state",
-            "1 for the state each model's breaker is in",
+            "1 for the state each model's breaker is in (its best upstream key's)",
             labels=["model", "state"],
         )
         failures = GaugeMetricFamily(
@@ -64,18 +69,16 @@ class StateCollector(Collector):
             "Seconds until a rate-limited model is used again",
             labels=["model"],
         )
-        resting = self._cooldowns.active()
         open_count = usable = 0
         for model in self._models:
-            record = self._store.breaker(model)
+            own = states.model(model)
             if model in self._rotation:
-                open_count += record.state == "open"
-                usable += record.state != "open" and model not in resting
+                open_count += own.circuit_state == "open"
+                usable += own.usable
             for name in BREAKER_STATES:
-                state.add_metric([model, name], 1.0 if record.state == name else 0.0)
-            failures.add_metric([model], record.failures)
-            rest = resting.get(model)
-            cooldown.add_metric([model], self._cooldowns.remaining(rest) if rest else 0.0)
+                state.add_metric([model, name], 1.0 if own.circuit_state == name else 0.0)
+            failures.add_metric([model], own.failures)
+            cooldown.add_metric([model], own.cooldown_seconds)
         yield state
         yield failures
         yield cooldown
@@ -89,9 +92,39 @@ class StateCollector(Collector):
             "Models of GEMINI_MODELS neither open nor cooling down",
             value=float(usable),
         )
+        yield from _key_families(states)
         info = GaugeMetricFamily("l104_build_info", "Version of the node", labels=["version"])
         info.add_metric([__version__], 1.0)
         yield info
+
+
+def _key_families(states: RouteStates) -> Iterator[Metric]:
+    """Each upstream key's state, node-wide, by key id (never the key)."""
+    disabled = GaugeMetricFamily(
+        "l104_upstream_key_disabled",
+        "1 while Gemini refuses the upstream key (out of the pool until its next probe)",
+        labels=["key"],
+    )
+    for key in states.keys.values():
+        disabled.add_metric([key.id], 1.0 if key.disabled_seconds > 0 else 0.0)
+    usable = GaugeMetricFamily(
+        "l104_upstream_key_usable",
+        "1 while a model can be called with the upstream key",
+        labels=["key", "model"],
+    )
+    cooling = GaugeMetricFamily(
+        "l104_upstream_key_cooldown_until_seconds",
+        "When the model rests until on the upstream key (Unix time; 0: not resting)",
+        labels=["key", "model"],
+    )
+    for model, routes in states.routes.items():
+        for key_id in routes:
+            entry = states.key_entry(model, key_id)
+            usable.add_metric([key_id, model], 1.0 if entry["state"] == "usable" else 0.0)
+            cooling.add_metric([key_id, model], entry["cooling_until"] or 0.0)
+    yield disabled
+    yield usable
+    yield cooling
 
 
 def scrape_registry(state: StateCollector) -> CollectorRegistry:

@@ -23,6 +23,7 @@ from app.healing import (
     Healer,
     heal_watcher,
 )
+from app.key_pool import KeyPool
 from app.metrics_export import StateCollector
 from app.recycling import Recycler
 from app.request_context import RequestCounter
@@ -63,6 +64,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         shared = RedisStateStore.from_url(settings.state_url, settings.state_timeout, clock)
         store = FailoverStateStore(shared, local)
         limits_uri = settings.state_url
+    pool = KeyPool(settings.upstream_keys)
     client = UpstreamClient(settings, clock)
     breakers = BreakerBoard(
         store,
@@ -82,6 +84,8 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         settings.request_deadline,
         settings.allow_unlisted_models,
         RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min, clock=clock),
+        keys=pool,
+        key_probe_interval=settings.key_probe_interval,
     )
     limiter = rate_limits.init_app(app, settings, limits_uri)
 
@@ -91,8 +95,9 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
     healer = Healer(
         store,
         breakers,
-        settings.served_models,
+        pool.routes(settings.served_models),
         reset_rate_limits=lambda: rate_limits.reset(limiter),
+        reset_keys=lambda: store.end_cooldowns([pool.rest_name(k) for k in pool.keys]),
         reset_http_client=client.reset,
         recycle_worker=recycler.request,
     )
@@ -100,7 +105,9 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
     requests_seen: RequestCounter = app.extensions["l104.requests"]
     watchdog = Watchdog(
         {
-            "upstream": health_checks.upstream_reachable(store, settings.gemini_models),
+            "upstream": health_checks.upstream_reachable(
+                store, pool.routes(settings.gemini_models)
+            ),
             "error_rate": health_checks.error_rate(requests_seen, settings.watchdog_error_ratio),
             "stuck_requests": health_checks.stuck_requests(
                 requests_seen, settings.request_deadline + 30
@@ -119,6 +126,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
     app.extensions.update(
         {
             "l104.upstream": client,
+            "l104.keys": pool,
             "l104.state": store,
             "l104.breakers": breakers,
             "l104.cooldowns": cooldowns,
@@ -128,7 +136,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
             "l104.recycler": recycler,
             "l104.watchdog": watchdog,
             "l104.state_collector": StateCollector(
-                store, breakers, cooldowns, settings.served_models, settings.gemini_models
+                store, breakers, cooldowns, settings.served_models, settings.gemini_models, pool
             ),
         }
     )

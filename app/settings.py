@@ -182,6 +182,8 @@ class Settings:
     """Everything the node is configured with. Secrets are kept out of repr()."""
 
     gemini_api_key: str = _env("GEMINI_API_KEY", str, default="", repr=False)
+    # several projects' keys; GEMINI_API_KEY alone is a pool of one
+    gemini_api_keys: tuple[str, ...] = _env("GEMINI_API_KEYS", _csv, default=(), repr=False)
     gemini_api_base: str = _env("GEMINI_API_BASE", _base_url, default=GOOGLE_API_BASE)
     gemini_models: tuple[str, ...] = _env("GEMINI_MODELS", _models, default=DEFAULT_MODELS)
     embedding_models: tuple[str, ...] = _env(
@@ -212,6 +214,8 @@ class Settings:
     http_client_error_threshold: int = _env(
         "HTTP_CLIENT_ERROR_THRESHOLD", _positive_int, default=10
     )
+    # seconds a key Gemini refused stays out of the pool before it is tried again
+    key_probe_interval: float = _env("KEY_PROBE_INTERVAL", _positive_float, default=300.0)
     model_cooldown_seconds: float = _env("MODEL_COOLDOWN_SECONDS", _positive_float, default=30.0)
     allow_unlisted_models: bool = _env("ALLOW_UNLISTED_MODELS", _bool, default=False)
     auto_heal_enabled: bool = _env("AUTO_HEAL_ENABLED", _bool, default=True)
@@ -250,6 +254,8 @@ class Settings:
     graceful_timeout: int = _env("GRACEFUL_TIMEOUT", _positive_int, default=150)
 
     def __post_init__(self) -> None:
+        if len(set(self.gemini_api_keys)) != len(self.gemini_api_keys):
+            raise SettingsError("GEMINI_API_KEYS", "lists a key twice")
         both = sorted(set(self.gemini_models) & set(self.embedding_models))
         if both:
             raise SettingsError(
@@ -288,6 +294,11 @@ class Settings:
         return cls(**values)
 
     @property
+    def upstream_keys(self) -> tuple[str, ...]:
+        """The pool of upstream keys: GEMINI_API_KEYS, else GEMINI_API_KEY alone."""
+        return self.gemini_api_keys or (self.gemini_api_key,)
+
+    @property
     def served_models(self) -> tuple[str, ...]:
         """Every model the node tracks: the rotation list, then the embedding models."""
         return self.gemini_models + self.embedding_models
@@ -303,7 +314,13 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs, metrics or responses."""
-        values = (self.gemini_api_key, self.admin_token, self.metrics_token, *self.node_api_keys)
+        values = (
+            self.gemini_api_key,
+            *self.gemini_api_keys,
+            self.admin_token,
+            self.metrics_token,
+            *self.node_api_keys,
+        )
         return tuple(s for s in values if s)
 
 

@@ -19,8 +19,9 @@ BANNER = """
 
 
 def wanted(environ: MutableMapping[str, str]) -> bool:
-    """Simulator mode applies when no upstream key is configured."""
-    return not environ.get("GEMINI_API_KEY")
+    """Simulator mode applies when no upstream key is configured (neither GEMINI_API_KEY
+    nor GEMINI_API_KEYS)."""
+    return not environ.get("GEMINI_API_KEY") and not environ.get("GEMINI_API_KEYS", "").strip()
 
 
 def start(environ: MutableMapping[str, str]) -> subprocess.Popen[str]:

@@ -19,7 +19,8 @@ from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from app import events, metrics
 from app.backoff import Deadline
 from app.clock import SYSTEM_CLOCK, Clock
-from app.errors import UpstreamMalformed, UpstreamTimeout, UpstreamUnavailable
+from app.errors import UpstreamError, UpstreamMalformed, UpstreamTimeout, UpstreamUnavailable
+from app.key_pool import current_key
 from app.retry_policy import current_deadline
 from app.settings import Settings
 from app.sse import iter_event_data
@@ -71,10 +72,7 @@ class UpstreamClient:
         self._base = settings.gemini_api_base
         # Gemini's OpenAI-compatible API: under the same base, the key as a bearer token.
         self._openai = f"{settings.gemini_api_base}/openai"
-        self._openai_auth: dict[str, str | None] = {
-            "authorization": f"Bearer {settings.gemini_api_key}",
-            "x-goog-api-key": None,
-        }
+        self._default_key = settings.upstream_keys[0]  # calls made outside the gateway
         self._timeout = settings.upstream_timeout
         self._clock = clock
         self._lock = threading.Lock()
@@ -111,22 +109,21 @@ class UpstreamClient:
     def openai_post(self, path: str, model: str, body: bytes) -> tuple[dict[str, Any], bytes]:
         """`POST openai/{path}` (chat/completions, embeddings); the parsed and raw answer."""
         url = f"{self._openai}/{path}"
-        raw = self._request("POST", url, body, model, headers=self._openai_auth)
+        raw = self._request("POST", url, body, model)
         return _parse_object(raw, model), raw
 
     def openai_get(self, path: str, model: str | None) -> bytes:
         """`GET openai/{path}` (models, models/{id}); returns the raw answer."""
         url = f"{self._openai}/{path}"
-        raw = self._request("GET", url, None, model, headers=self._openai_auth)
+        raw = self._request("GET", url, None, model)
         _parse_object(raw, model)
         return raw
 
     def openai_stream(self, model: str, body: bytes) -> Generator[bytes, None, None]:
         """`POST openai/chat/completions` with `stream: true`: each event's JSON payload as
         it arrives, up to `data: [DONE]` (not yielded). Errors as in `stream`."""
-        headers = {**self._openai_auth, **_STREAM_HEADERS}
         url = f"{self._openai}/chat/completions"
-        return self._events(url, body, model, None, headers, until_done=True)
+        return self._events(url, body, model, None, _STREAM_HEADERS, until_done=True)
 
     def count_tokens(self, model: str, body: bytes) -> bytes:
         """`models/{model}:countTokens`; returns the raw answer."""
@@ -164,8 +161,10 @@ class UpstreamClient:
         headers: Mapping[str, str | None],
         until_done: bool = False,
     ) -> Generator[bytes, None, None]:
-        """The events of one upstream stream; `until_done`: it must end with [DONE]."""
+        """The events of one upstream stream; `until_done`: it must end with [DONE]. A
+        failure is raised with the id of the key the stream was opened with."""
         deadline = current_deadline.get()  # the stream, not just its start, ends by it
+        key = current_key.get()  # the gateway's choice, while it opens the stream
         response = self._send("POST", url, body, model, params=params, headers=headers)
         try:
             if response.status_code != 200:
@@ -179,6 +178,9 @@ class UpstreamClient:
                 yield data
             if until_done:
                 raise UpstreamUnavailable(503, "Upstream ended the stream early.", model=model)
+        except UpstreamError as error:
+            error.key_id = key.id if key is not None else None
+            raise
         finally:
             response.close()
 
@@ -240,6 +242,7 @@ class UpstreamClient:
         headers: Mapping[str, str | None] | None = None,
     ) -> requests.Response:
         deadline = current_deadline.get()
+        headers = {**(headers or {}), **self._auth(url)}
         # Read again by urllib3 for every attempt, so that retries fit the deadline too.
         timeout = DeadlineTimeout(*self._timeout, deadline) if deadline else self._timeout
         try:
@@ -271,6 +274,15 @@ class UpstreamClient:
         if response.status_code == 200 and retries is not None and retries.history:
             events.retry_success(model or "-", len(retries.history))
         return response
+
+    def _auth(self, url: str) -> dict[str, str | None]:
+        """The key of this call (the gateway's choice from the pool): `x-goog-api-key`, or
+        a bearer token on the OpenAI-compatible API."""
+        key = current_key.get()
+        secret = key.secret if key is not None else self._default_key
+        if url.startswith(self._openai):
+            return {"authorization": f"Bearer {secret}", "x-goog-api-key": None}
+        return {"x-goog-api-key": secret}
 
 
 def _timed_out(error: Exception) -> bool:

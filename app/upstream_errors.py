@@ -8,6 +8,7 @@ from typing import Any
 
 from app.errors import (
     UpstreamError,
+    UpstreamKeyRefused,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamUnavailable,
@@ -73,9 +74,12 @@ def error_from_response(status_code: int, content: bytes, model: str | None) -> 
             model=model,
             details=details,
         )
-    if status_code in (401, 403) or _error_reason(details) == "API_KEY_INVALID":
+    reason = _error_reason(details)
+    if status_code in (401, 403) or reason == "API_KEY_INVALID":
         # The node's own credentials were refused: not the client's fault, not its business.
-        return UpstreamRejected(502, "Upstream refused the node's credentials.", model=model)
+        status = error.get("status")
+        why = reason or (status if isinstance(status, str) else "") or f"HTTP {status_code}"
+        return UpstreamKeyRefused(why, model=model)
     if 400 <= status_code < 500:
         status = error.get("status")
         return UpstreamRejected(

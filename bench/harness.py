@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -117,10 +117,13 @@ class Stack:
         self._count += 1
         return self.logs / f"{self._count:02d}-{name}.log"
 
-    def simulator(self, port: int | None = None) -> Service:
-        """The simulator as its own process (on `port`, or a free one), reset."""
+    def simulator(self, port: int | None = None, keys: Sequence[str] = ()) -> Service:
+        """The simulator as its own process (on `port`, or a free one), reset; it takes
+        SIM_KEY and `keys`."""
         port = port or free_port()
         args = [sys.executable, "-m", "app.simulator", "--port", str(port), "--api-key", SIM_KEY]
+        if keys:
+            args += ["--api-keys", ",".join(keys)]
         ready = f"http://127.0.0.1:{port}/_sim/health"
         service = start_process(args, {}, self._log("simulator"), port, ready, timeout=30)
         self._stops.append(service.stop)

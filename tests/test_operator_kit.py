@@ -52,6 +52,7 @@ ALERT_NAMES = {
     "L104AllModelsCoolingDown",
     "L104HighUpstreamErrorRatio",
     "L104NodeAtCapacity",
+    "L104UpstreamKeyDisabled",
     "L104NodeDown",
 }
 # A metric name of the node, not part of a recording rule's `level:metric:operations` name.

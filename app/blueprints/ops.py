@@ -39,9 +39,10 @@ def health() -> Response:
 @bp.get("/ready")
 def ready() -> tuple[Response, int]:
     """Readiness: 200 while some model can be used, 503 with the reasons otherwise."""
+    routes = status.route_states()
     reasons = {
         model: reason
-        for model, state in status.model_states().items()
+        for model, state in status.model_states(routes).items()
         if (reason := status.unusable_reason(state))
     }
     settings: Settings = current_app.config["L104_SETTINGS"]
@@ -51,6 +52,9 @@ def ready() -> tuple[Response, int]:
         "ready": bool(usable),
         "usable_models": usable,
         "unusable_models": reasons,
+        # Gemini refuses every key: "key_refused" for every model above
+        "usable_upstream_keys": len(routes.usable_keys()),
+        "upstream_keys": len(routes.keys),
         # "redis", "local" (state in the node) or, while Redis is unreachable, "local".
         "state_backend": getattr(store, "backend", "local"),
         "state_shared": bool(settings.state_url),

@@ -1,4 +1,4 @@
-"""Command line: `python -m app.simulator --host 127.0.0.1 --port N [--api-key KEY] ...`.
+"""Command line: `python -m app.simulator --host 127.0.0.1 --port N [--api-keys K1,K2] ...`.
 
 The process serves each connection on a gevent greenlet (the standard library's threading
 server, monkey-patched): it is the upstream of the benchmarks, and holds thousands of slow
@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
     parser.add_argument("--api-key", default=None, help="require this API key (default: none)")
     parser.add_argument(
+        "--api-keys",
+        default="",
+        help="comma-separated API keys to accept, each with its own quotas (with --api-key too)",
+    )
+    parser.add_argument(
         "--models",
         default=",".join(DEFAULT_MODELS),
         help="comma-separated model ids to serve (default: %(default)s)",
@@ -44,8 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not models:
         print("--models needs at least one model id", file=sys.stderr)
         return 2
+    keys = [key for key in (part.strip() for part in args.api_keys.split(",")) if key]
     try:
-        server = SimulatorServer(args.host, args.port, args.api_key, models, args.verbose)
+        server = SimulatorServer(args.host, args.port, args.api_key, models, args.verbose, keys)
+    except ValueError as error:  # never print the key itself
+        print(f"bad --api-key/--api-keys: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         print(f"cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""The error a call ends with; the handler writes it in its surface's body form."""
+"""The errors a call or a control request ends with."""
 
 from __future__ import annotations
 
@@ -15,3 +15,7 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.details = details
+
+
+class ControlError(ValueError):
+    """A `/_sim/` request that cannot be accepted: answered 400 with the message."""

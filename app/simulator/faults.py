@@ -1,4 +1,8 @@
-"""Fault injection: a thread-safe registry of faults, one per model key, with counts."""
+"""Fault injection: a thread-safe registry of faults, one per (API key, model), with counts.
+
+A fault may be limited to the calls made with one API key; the registry holds that key by
+its id only.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.simulator import key_ids
+from app.simulator.errors import ControlError
 from app.simulator.methods import GET_MODEL_METHODS, MODEL_METHODS
 
 ANY_MODEL = "*"
@@ -24,13 +30,18 @@ FAULT_PARAMS: dict[str, dict[str, Any]] = {
     "slow_body": {"ms": 200.0},
     "malformed": {},
     "stream_cut": {"after": 1},
+    "invalid_key": {},
+    "permission_denied": {},
 }
 # Faults that also apply to getting one model (native and OpenAI-compatible); every fault
 # applies to the model methods (generation, embeddings, chat completions).
 MODEL_GET_FAULTS = frozenset({"reset", "hang", "latency"})
+# Faults of the key, not the model: they apply to every call, listing models included, and
+# come before anything else is checked.
+KEY_FAULTS = frozenset({"invalid_key", "permission_denied"})
 
 
-class FaultError(ValueError):
+class FaultError(ControlError):
     """A fault specification that cannot be accepted."""
 
 
@@ -42,16 +53,19 @@ class Fault:
     model: str
     remaining: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    key_id: str | None = None  # None: calls with any key (or none)
 
     def applies_to(self, api_method: str) -> bool:
         """Whether this fault affects a call of `api_method`."""
-        if api_method in MODEL_METHODS:
+        if api_method in MODEL_METHODS or self.kind in KEY_FAULTS:
             return True
         return api_method in GET_MODEL_METHODS and self.kind in MODEL_GET_FAULTS
 
     def describe(self) -> dict[str, Any]:
-        """The JSON form shown by `GET /_sim/faults`."""
+        """The JSON form shown by `GET /_sim/faults` (a key by its id)."""
+        shown: dict[str, Any] = {} if self.key_id is None else {"key": self.key_id}
         return {
+            **shown,
             "model": self.model,
             "fault": self.kind,
             "remaining": self.remaining,
@@ -98,8 +112,11 @@ def parse_fault(spec: object) -> Fault:
     model = options.pop("model", ANY_MODEL)
     kind = options.pop("fault", None)
     count = options.pop("count", None)
+    key = options.pop("key", None)
     if not isinstance(model, str) or not model:
         raise FaultError('model must be a model id or "*"')
+    if key is not None and (not isinstance(key, str) or not key):
+        raise FaultError("key must be the API key the fault is for, or left out")
     if not isinstance(kind, str) or kind not in FAULT_PARAMS:
         raise FaultError(f"fault must be one of {', '.join(FAULT_PARAMS)}")
     remaining = None if count is None else _integer("count", count, 1)
@@ -121,20 +138,28 @@ def parse_fault(spec: object) -> Fault:
         params["ms"] = _number("ms", options["ms"], 0.0, MAX_HANG_SECONDS * 1000)
     if "after" in options:
         params["after"] = _integer("after", options["after"], 0)
-    return Fault(kind, model.removeprefix("models/"), remaining, params)
+    owner = None if key is None else key_ids.key_id(key)
+    return Fault(kind, model.removeprefix("models/"), remaining, params, owner)
+
+
+def _slots(key_id: str | None, model: str | None) -> list[tuple[str | None, str]]:
+    """Where a call's fault is looked up, the first found winning."""
+    models = [ANY_MODEL] if model is None else [model, ANY_MODEL]
+    owners = [None] if key_id is None else [key_id, None]
+    return [(owner, name) for owner in owners for name in models]
 
 
 class FaultRegistry:
-    """The active faults, keyed by model id or "*"; safe to use from many threads."""
+    """The active faults, keyed by (key id or None, model id or "*"); thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._faults: dict[str, Fault] = {}
+        self._faults: dict[tuple[str | None, str], Fault] = {}
 
     def add(self, fault: Fault) -> None:
-        """Activate `fault`, replacing any fault for the same model key."""
+        """Activate `fault`, replacing any fault for the same key and model."""
         with self._lock:
-            self._faults[fault.model] = fault
+            self._faults[(fault.key_id, fault.model)] = fault
 
     def clear(self) -> int:
         """Remove every fault; return how many there were."""
@@ -148,21 +173,31 @@ class FaultRegistry:
         with self._lock:
             return [fault.describe() for fault in self._faults.values()]
 
-    def take(self, model: str, api_method: str) -> Fault | None:
+    def take(
+        self,
+        model: str | None,
+        api_method: str,
+        key_id: str | None = None,
+        only: frozenset[str] | None = None,
+    ) -> Fault | None:
         """The fault for one call, if any; a counted fault is used up by it.
 
-        A fault for the model itself wins over a "*" fault.
+        A fault for the call's key and model wins over one for its key, then over a key-less
+        fault for the model, then "*". When the winner's kind is not in `only` (if given),
+        nothing is taken.
         """
         if not self._faults:  # the common case needs no lock
             return None
         with self._lock:
-            for key in (model, ANY_MODEL):
-                fault = self._faults.get(key)
+            for slot in _slots(key_id, model):
+                fault = self._faults.get(slot)
                 if fault is None or not fault.applies_to(api_method):
                     continue
+                if only is not None and fault.kind not in only:
+                    return None
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
-                        del self._faults[key]
+                        del self._faults[slot]
                 return fault
         return None

@@ -1,11 +1,10 @@
 """The request handler: routes of the native Gemini API and of its OpenAI-compatible
-surface, and how faults shape the answers."""
+surface, and how keys, quotas and faults shape the answers."""
 
 from __future__ import annotations
 
 import json
 import re
-import secrets
 import time
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl, unquote
@@ -17,17 +16,14 @@ from app.simulator import openai_compat as oa
 from app.simulator import responses as r
 from app.simulator.control import handle_control
 from app.simulator.errors import ApiError
-from app.simulator.faults import Fault
+from app.simulator.fault_errors import fault_error, key_fault_error
+from app.simulator.faults import KEY_FAULTS, Fault
 from app.simulator.frames import CONTENT_TYPES, END, MALFORMED, Framing, StampedFrames, frames
+from app.simulator.keys import Credentials, credentials
 from app.simulator.state import SimulatorState
 from app.simulator.wire import JSON_TYPE, BodyError, ClientGone, WireHandler
 
 _API_PATH = re.compile(r"/(v1|v1beta)/models(?:/([^/:]+)(?::([^/:]+))?)?")
-_ERROR_FAULTS = {
-    "500": (500, "An internal error has occurred."),
-    "503": (503, "The model is overloaded. Please try again later."),
-    "504": (504, "Deadline expired before operation could complete."),
-}
 # The native method whose support a wrong-kind OpenAI call is refused for.
 _OPENAI_NATIVE = {m.CHAT: "generateContent", m.EMBEDDINGS: "embedContent"}
 DEFAULT_PAGE_SIZE = 50
@@ -63,6 +59,7 @@ class SimulatorHandler(WireHandler):
 
     state: SimulatorState
     openai = False  # the request is for the OpenAI-compatible surface (errors are arrays)
+    caller = credentials("none", None)  # the credentials of the request being answered
 
     def setup(self) -> None:
         """Bind the shared state once per connection."""
@@ -114,13 +111,13 @@ class SimulatorHandler(WireHandler):
         form = r.error_array_body if self.openai else r.error_body
         self.send_body(error.code, form(error.code, error.message, details=error.details))
 
-    def _credentials(self, query: dict[str, str]) -> tuple[str, str | None]:
+    def _credentials(self, query: dict[str, str]) -> Credentials:
         if self.openai:
-            return oa.bearer(self.headers.get("Authorization"))
+            return credentials(*oa.bearer(self.headers.get("Authorization")))
         key = self.headers.get("x-goog-api-key")
         if key is not None:
-            return "header", key
-        return ("query", query["key"]) if "key" in query else ("none", None)
+            return credentials("header", key)
+        return credentials("query", query["key"]) if "key" in query else credentials("none", None)
 
     def _record(
         self,
@@ -129,8 +126,8 @@ class SimulatorHandler(WireHandler):
         model: str | None,
         api_method: str | None,
         body: object,
-    ) -> tuple[str, str | None]:
-        auth, key = self._credentials(query)
+    ) -> None:
+        self.caller = caller = self._credentials(query)
         self.state.recorder.record(
             {
                 "method": self.command,
@@ -138,23 +135,22 @@ class SimulatorHandler(WireHandler):
                 "query": query,
                 "model": model,
                 "api_method": api_method,
-                "auth": auth,
-                "api_key": key,
+                "auth": caller.auth,
+                "api_key": caller.key,
+                "key_id": caller.key_id,
                 "body": body,
                 "user_agent": self.headers.get("User-Agent"),
             }
         )
-        return auth, key
 
     def _begin(
         self, path: str, query: dict[str, str], model: str | None, api_method: str | None, body: Any
-    ) -> tuple[str, str | None]:
-        """Record the call and wait the configured latency; return its (auth, key)."""
-        credentials = self._record(path, query, model, api_method, body)
+    ) -> None:
+        """Record the call (and its credentials) and wait the configured latency."""
+        self._record(path, query, model, api_method, body)
         latency = self.state.config.snapshot()["latency_ms"]
         if latency:
             self.state.stopping.wait(latency / 1000)
-        return credentials
 
     def _native(self, path: str, query: dict[str, str], raw: bytes | None, body: Any) -> None:
         match = _API_PATH.fullmatch(path)
@@ -166,13 +162,13 @@ class SimulatorHandler(WireHandler):
             api_method = "getModel"
         else:
             api_method = method if method in m.NATIVE_MODEL_METHODS else None
-        auth, key = self._begin(path, query, model, api_method, body)
+        self._begin(path, query, model, api_method, body)
         if api_method is None or version is None:
             raise ApiError(404, f"Method not found: {self.command} {path}.")
         wanted = "POST" if api_method in m.NATIVE_MODEL_METHODS else "GET"
         if self.command != wanted:
             raise ApiError(405, f"{api_method} accepts only {wanted}.")
-        self._check_key(auth, key)
+        self._check_key(model, api_method)
         if api_method == "listModels":
             self.send_body(200, self._model_page(query))
             return
@@ -213,12 +209,12 @@ class SimulatorHandler(WireHandler):
         model = found.path_model if found else None
         if api_method in _OPENAI_NATIVE:
             model = oa.body_model(body)
-        auth, key = self._begin(path, query, model, api_method, body)
+        self._begin(path, query, model, api_method, body)
         if found is None:
             raise ApiError(404, f"Method not found: {self.command} {path}.")
         if self.command != found.http_method:
             raise ApiError(405, f"{path} accepts only {found.http_method}.")
-        self._check_key(auth, key)
+        self._check_key(model, found.api_method)
         if found.api_method == m.OPENAI_LIST_MODELS:
             self.send_body(200, r.compact(oa.model_list(self.state.models)))
             return
@@ -248,16 +244,14 @@ class SimulatorHandler(WireHandler):
             pieces = self.state.config.snapshot()["stream_chunks"]
             self._stream(chat.chunks(completion, model, pieces, cid, created), "openai", fault)
 
-    def _check_key(self, auth: str, key: str | None) -> None:
-        expected = self.state.api_key
-        if expected is None:
-            return
-        if auth == "none" or key is None:
-            if self.openai:
-                raise ApiError(401, oa.NO_CREDENTIALS_MESSAGE, oa.NO_CREDENTIALS_DETAILS)
-            raise ApiError(403, r.NO_KEY_MESSAGE)
-        if not secrets.compare_digest(key.encode(), expected.encode()):
-            raise ApiError(400, r.BAD_KEY_MESSAGE, r.BAD_KEY_DETAILS)
+    def _check_key(self, model: str | None, api_method: str) -> None:
+        """Refuse a call whose key is missing or unknown, or has a key fault."""
+        self.state.keys.check(self.caller, self.openai)
+        kid = self.caller.key_id
+        fault = self.state.faults.take(model, api_method, kid, only=KEY_FAULTS)
+        if fault is not None:
+            self.state.recorder.fault_served()
+            raise key_fault_error(fault, kid)
 
     def _model_page(self, query: dict[str, str]) -> bytes:
         try:
@@ -276,20 +270,21 @@ class SimulatorHandler(WireHandler):
         return r.compact(page)
 
     def _fault(self, model: str, api_method: str, streaming: bool) -> Fault | None:
-        """The call's fault, once the part of it that comes before any answer is applied.
+        """Count the call against its key's quota, then apply the part of its fault that
+        comes before any answer, and return the fault.
 
-        Raises ApiError for an error fault and _Answered for a reset or a hang.
+        Raises ApiError for a quota refusal or an error fault, _Answered for a reset or a hang.
         """
-        fault = self.state.faults.take(model, api_method)
+        kid = self.caller.key_id
+        self.state.quotas.charge(kid, model, api_method, self.state.clock.now())
+        fault = self.state.faults.take(model, api_method, kid)
         if fault is None:
             return None
         self.state.recorder.fault_served()
+        error = fault_error(fault, model, kid)
+        if error is not None:
+            raise error
         kind = fault.kind
-        if kind in ("429", "429_day"):
-            retry_delay, no_details = fault.params["retry_delay"], fault.params["no_details"]
-            raise r.quota_error(model, kind == "429_day", retry_delay, not no_details)
-        if kind in _ERROR_FAULTS:
-            raise ApiError(*_ERROR_FAULTS[kind])
         if kind == "reset" or (kind == "stream_cut" and not streaming):
             self.abort()
             raise _Answered

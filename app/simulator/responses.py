@@ -57,6 +57,13 @@ BAD_KEY_DETAILS: list[JsonObject] = [
         "domain": "googleapis.com",
     }
 ]
+SUSPENDED_DETAILS: list[JsonObject] = [
+    {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "CONSUMER_SUSPENDED",
+        "domain": "googleapis.com",
+    }
+]
 QUOTA_METRIC = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
 
 
@@ -98,10 +105,22 @@ def unsupported_method(model: str, method: str) -> str:
     return f"models/{model} is not supported for {method}."
 
 
-def quota_error(model: str, per_day: bool, retry_delay: str, with_details: bool = True) -> ApiError:
+def suspended_message(key_id: str | None) -> str:
+    """The message of a 403 for a suspended key, naming the key by its id only."""
+    consumer = f"api_key:{key_id}" if key_id else "api_key"
+    return f"Permission denied: Consumer '{consumer}' has been suspended."
+
+
+def quota_error(
+    model: str,
+    per_day: bool,
+    retry_delay: str,
+    with_details: bool = True,
+    quota_value: int | None = None,
+) -> ApiError:
     """A 429 RESOURCE_EXHAUSTED error with QuotaFailure and RetryInfo details."""
     period = "Day" if per_day else "Minute"
-    limit = "250" if per_day else "10"
+    limit = str(quota_value) if quota_value is not None else "250" if per_day else "10"
     message = (
         "You exceeded your current quota, please check your plan and billing details. "
         "For more information on this error, head to: "

@@ -58,7 +58,11 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class SimulatorServer:
-    """A fake Gemini API server bound to `host:port` (port 0 picks a free port)."""
+    """A fake Gemini API server bound to `host:port` (port 0 picks a free port).
+
+    It accepts `api_key` and each of `api_keys` (more can be added at run time); with no key
+    at all it lets every call in. Raises ValueError for a key it cannot hold.
+    """
 
     def __init__(
         self,
@@ -67,9 +71,11 @@ class SimulatorServer:
         api_key: str | None = None,
         models: Iterable[str] | None = None,
         verbose: bool = False,
+        api_keys: Iterable[str] = (),
     ) -> None:
         served = [m.strip().removeprefix("models/") for m in (models or DEFAULT_MODELS)]
-        self.state = SimulatorState(api_key or None, [m for m in served if m], verbose)
+        keys = [key for key in (api_key, *api_keys) if key]
+        self.state = SimulatorState(keys, [m for m in served if m], verbose)
         self._httpd = _HTTPServer((host, port), self.state)
         self.host = host
         self.port: int = self._httpd.server_address[1]

@@ -1,12 +1,18 @@
-"""The simulator's mutable state: global config, call counters and the request log."""
+"""The simulator's mutable state: global config, keys, quotas, faults, the quota clock, call
+counters and the request log."""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
+from app.simulator.clock import SimClock
+from app.simulator.errors import ControlError
 from app.simulator.faults import FaultRegistry
+from app.simulator.keys import KeyRing
+from app.simulator.quotas import QuotaBook
 
 REQUEST_LOG_SIZE = 200
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -20,7 +26,7 @@ MAX_STREAM_CHUNKS = 10_000
 MAX_DELAY_MS = 600_000
 
 
-class ConfigError(ValueError):
+class ConfigError(ControlError):
     """A config change that cannot be accepted."""
 
 
@@ -66,8 +72,8 @@ class Config:
 
 
 class Recorder:
-    """Counts API calls (in flight now, and the most at once since the last reset) and keeps
-    the last `REQUEST_LOG_SIZE` of them."""
+    """Counts API calls (by model, method and key id; in flight now, and the most at once
+    since the last reset) and keeps the last `REQUEST_LOG_SIZE` of them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,6 +81,8 @@ class Recorder:
         self._total = 0
         self._by_model: dict[str, int] = {}
         self._by_method: dict[str, int] = {}
+        self._by_key: dict[str, int] = {}
+        self._by_key_model: dict[str, dict[str, int]] = {}
         self._faults_served = 0
         self._in_flight = 0
         self._peak_in_flight = 0
@@ -94,12 +102,18 @@ class Recorder:
         """Count one API call and append it to the log."""
         model = entry.get("model")
         method = entry.get("api_method")
+        owner = entry.get("key_id")
         with self._lock:
             self._total += 1
             if model is not None:
                 self._by_model[model] = self._by_model.get(model, 0) + 1
             if method is not None:
                 self._by_method[method] = self._by_method.get(method, 0) + 1
+            if owner is not None:
+                self._by_key[owner] = self._by_key.get(owner, 0) + 1
+                if model is not None:
+                    models = self._by_key_model.setdefault(owner, {})
+                    models[model] = models.get(model, 0) + 1
             self._log.append(entry)
 
     def fault_served(self) -> None:
@@ -114,6 +128,8 @@ class Recorder:
                 "total": self._total,
                 "by_model": dict(self._by_model),
                 "by_method": dict(self._by_method),
+                "by_key": dict(self._by_key),
+                "by_key_model": {k: dict(v) for k, v in self._by_key_model.items()},
                 "faults_served": self._faults_served,
                 "in_flight": self._in_flight,
                 "peak_in_flight": self._peak_in_flight,
@@ -132,6 +148,8 @@ class Recorder:
             self._total = 0
             self._by_model.clear()
             self._by_method.clear()
+            self._by_key.clear()
+            self._by_key_model.clear()
             self._faults_served = 0
             self._peak_in_flight = self._in_flight
 
@@ -139,18 +157,30 @@ class Recorder:
 class SimulatorState:
     """Everything the request handlers share."""
 
-    def __init__(self, api_key: str | None, models: list[str], verbose: bool = False) -> None:
-        self.api_key = api_key
+    def __init__(
+        self,
+        api_keys: Iterable[str],
+        models: list[str],
+        verbose: bool = False,
+        clock: SimClock | None = None,
+    ) -> None:
+        self.keys = KeyRing(api_keys)
         self.models = list(models)
         self.model_set = frozenset(models)
         self.verbose = verbose
         self.config = Config()
         self.faults = FaultRegistry()
+        self.quotas = QuotaBook()
+        self.clock = clock or SimClock()
         self.recorder = Recorder()
         self.stopping = threading.Event()
 
     def reset(self) -> None:
-        """Clear counters, faults, the request log and config."""
+        """Clear counters, faults, quotas, the request log, config, the clock's offset and
+        the keys added at run time (the keys given at start stay)."""
         self.recorder.reset()
         self.faults.clear()
+        self.quotas.clear()
+        self.keys.reset()
+        self.clock.reset()
         self.config.reset()

@@ -8,13 +8,21 @@ import struct
 import sys
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import unquote_plus
 
+from app.simulator.key_ids import key_id
 from app.simulator.responses import error_body
 
 JSON_TYPE = "application/json; charset=UTF-8"
 MAX_BODY_BYTES = 10 * 1024 * 1024
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _CHUNK_SIZE = re.compile(rb"([0-9a-fA-F]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n")
+_QUERY_KEY = re.compile(r"([?&;]key=)([^&;#\s'\"]*)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` (a log line, a request line) with each `key=` query value replaced by its id."""
+    return _QUERY_KEY.sub(lambda m: m.group(1) + key_id(unquote_plus(m.group(2))), text)
 
 
 class BodyError(Exception):
@@ -43,16 +51,17 @@ class WireHandler(BaseHTTPRequestHandler):
     _chunked = False
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Log only in verbose mode: per-request logging would slow the simulator down."""
+        """Log only in verbose mode (per-request logging would slow the simulator down), and
+        never a key: a `?key=` in the request line is logged as its id."""
         if self.verbose:
-            super().log_message(format, *args)
+            super().log_message("%s", redact(format % args))
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found by the stdlib parser (bad request line, huge headers) as Gemini JSON."""
         self.close_connection = True
         try:
             phrase = self.responses[code][0] if code in self.responses else "Error"
-            self.send_body(code, error_body(code, message or phrase))
+            self.send_body(code, error_body(code, redact(message or phrase)))
         except OSError:
             pass
 

@@ -88,6 +88,10 @@ class StateStore(Protocol):
         """Models resting now."""
         ...
 
+    def end_cooldowns(self, names: Sequence[str]) -> None:
+        """End the cooldowns of `names` now (the others stay)."""
+        ...
+
     def track_error(self, model: str, kind: str) -> None:
         """Count one upstream error of `kind` for `model`."""
         ...

@@ -136,6 +136,10 @@ class FailoverStateStore:
     def cooldowns(self) -> dict[str, Cooldown]:
         return self._call(self.primary.cooldowns, self.local.cooldowns)
 
+    def end_cooldowns(self, names: Sequence[str]) -> None:
+        self.local.end_cooldowns(names)
+        self._call(lambda: self.primary.end_cooldowns(names), lambda: None)
+
     def track_error(self, model: str, kind: str) -> None:
         self._call(
             lambda: self.primary.track_error(model, kind),

@@ -151,6 +151,11 @@ class RedisStateStore:
         """Models resting now."""
         return self._resting(self.client.hgetall(self._key("cooldowns")))
 
+    def end_cooldowns(self, names: Sequence[str]) -> None:
+        """End the cooldowns of `names` now."""
+        if names:
+            self.client.hdel(self._key("cooldowns"), *names)
+
     def _resting(self, stored: dict[str, str]) -> dict[str, Cooldown]:
         now = self.clock.now()
         resting = {}

@@ -157,6 +157,12 @@ class SqliteStateStore(SqliteFile):
         )
         return {model: Cooldown(until, reason) for model, until, reason in rows}
 
+    def end_cooldowns(self, names: Sequence[str]) -> None:
+        """End the cooldowns of `names` now."""
+        if names:
+            marks = ", ".join("?" * len(names))
+            self._write(f"DELETE FROM cooldowns WHERE model IN ({marks})", tuple(names))
+
     def track_error(self, model: str, kind: str) -> None:
         """Count one upstream error of `kind` for `model`."""
         self._write(

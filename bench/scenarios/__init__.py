@@ -9,6 +9,7 @@ from bench.scenarios.common import Context
 from bench.scenarios.faults import fail_fast, failover, streaming
 from bench.scenarios.healing import recovery, recycle
 from bench.scenarios.instructions import cpu_cost
+from bench.scenarios.keys import key_failover
 from bench.scenarios.latency import overhead, throughput
 from bench.scenarios.memory import memory
 from bench.scenarios.state import state_backend
@@ -21,6 +22,7 @@ SCENARIOS: dict[str, Scenario] = {
     "capacity": capacity,
     "fail-fast": fail_fast,
     "failover": failover,
+    "key-failover": key_failover,
     "streaming": streaming,
     "recovery": recovery,
     "recycle": recycle,
