@@ -12,6 +12,7 @@ from google import genai
 from google.genai import types
 
 from tests.conftest import UPSTREAM_KEY, running_node
+from tests.support.admin import heal, status
 from tests.support.processes import Service
 from tests.support.simulator_client import SimulatorControl
 
@@ -88,12 +89,7 @@ def embedding_node(simulator_service: Service, logs_dir: Path) -> Iterator[Servi
 @pytest.fixture
 def healed_node(embedding_node: Service) -> Iterator[Service]:
     yield embedding_node
-    requests.post(
-        f"{embedding_node.url}/self/heal",
-        params={"reset_circuit_breaker": "true", "clear_cooldowns": "true"},
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        timeout=10,
-    ).raise_for_status()
+    heal(embedding_node, ADMIN_TOKEN, reset_circuit_breaker="true", clear_cooldowns="true")
 
 
 def test_a_rate_limited_embedding_model_rests_and_never_rotates(
@@ -137,11 +133,6 @@ def test_embeddings_are_retried_then_the_breaker_fails_fast(
     # The breaker opened after 2 failed calls (3 attempts each); the rest failed fast.
     assert calls[EMBEDDING] == 2 + 2 * 3
     assert "Retry-After" in codes[-1].headers
-    status = requests.get(
-        f"{healed_node.url}/self/status",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        timeout=5,
-    ).json()
-    assert status["models"][EMBEDDING]["circuit_state"] == "open"
+    assert status(healed_node, ADMIN_TOKEN)["models"][EMBEDDING]["circuit_state"] == "open"
     ready = requests.get(f"{healed_node.url}/ready", timeout=5)
     assert ready.status_code == 200  # generation models still answer

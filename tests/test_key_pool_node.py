@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ import requests
 
 from app.key_pool import key_id
 from tests.conftest import node_env, running_node
+from tests.support.admin import heal, status
 from tests.support.logs import events
 from tests.support.processes import Service, start_node, wait_until
 from tests.support.redis_server import RedisServer
@@ -59,12 +61,7 @@ def node(pool_node: Service) -> Iterator[Service]:
 
 
 def _heal(node: Service, **actions: str) -> None:
-    requests.post(
-        f"{node.url}/self/heal",
-        params=actions,
-        headers={"Authorization": f"Bearer {ADMIN}"},
-        timeout=10,
-    ).raise_for_status()
+    heal(node, ADMIN, **actions)
 
 
 def _generate(node: Service, model: str = FIRST) -> requests.Response:
@@ -73,12 +70,8 @@ def _generate(node: Service, model: str = FIRST) -> requests.Response:
     )
 
 
-def _status(node: Service) -> dict[str, object]:
-    response = requests.get(
-        f"{node.url}/self/status", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=5
-    )
-    result: dict[str, object] = response.json()
-    return result
+def _status(node: Service) -> dict[str, Any]:
+    return status(node, ADMIN)
 
 
 def test_a_rate_limited_key_is_left_for_the_others(
@@ -94,7 +87,7 @@ def test_a_rate_limited_key_is_left_for_the_others(
     assert by_key[_id(KEYS[0])] == 1  # then it rested, node-wide, for RetryInfo's 30 s
     assert by_key[_id(KEYS[1])] + by_key[_id(KEYS[2])] == 101
     assert abs(by_key[_id(KEYS[1])] - by_key[_id(KEYS[2])]) <= 10  # spread over the others
-    keys = _status(node)["models"][FIRST]["keys"]  # type: ignore[index]
+    keys = _status(node)["models"][FIRST]["keys"]
     assert keys[_id(KEYS[0])]["state"] == "cooling"
     assert keys[_id(KEYS[1])]["state"] == "usable"
 
@@ -132,8 +125,8 @@ def test_a_revoked_key_is_disabled_alerted_and_reset(
     assert f'l104_upstream_key_disabled{{key="{revoked}"}} 1.0' in text
     assert f'l104_api_keys_disabled_total{{key="{revoked}"}} 1.0' in text
     status = _status(node)
-    assert status["keys"][revoked]["usable"] is False  # type: ignore[index]
-    assert status["models"][FIRST]["keys"][revoked]["state"] == "disabled"  # type: ignore[index]
+    assert status["keys"][revoked]["usable"] is False
+    assert status["models"][FIRST]["keys"][revoked]["state"] == "disabled"
     _heal(node, reset_keys="true")
     for _ in range(6):
         _generate(node)

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import UPSTREAM_KEY, running_node
+from tests.support.admin import heal
 from tests.support.logs import events
 from tests.support.processes import Service
 from tests.support.simulator_client import SimulatorControl
@@ -56,12 +57,7 @@ def openai_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]
 def node(openai_node: Service) -> Iterator[Service]:
     """The node, with breakers, cooldowns and error trackers cleared after each test."""
     yield openai_node
-    requests.post(
-        f"{openai_node.url}/self/heal",
-        params={"reset_circuit_breaker": "true", "clear_cooldowns": "true"},
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        timeout=10,
-    ).raise_for_status()
+    heal(openai_node, ADMIN_TOKEN, reset_circuit_breaker="true", clear_cooldowns="true")
 
 
 def _client(node: Service, base: str = "/v1beta/openai/", **options: object) -> openai.OpenAI:

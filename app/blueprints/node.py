@@ -79,9 +79,15 @@ def stream_generate_content(model: str) -> Response:
 
 
 def open_stream(raw: bytes, model: str) -> tuple[bytes, Generator[bytes, None, None]]:
-    """Start an upstream stream and read its first event, so that a failure before the first
-    byte reaches the client can still be retried on this or another model."""
-    events = get_client().stream(model, raw)
+    """Start an upstream stream and read its first event (see `first_event`)."""
+    return first_event(get_client().stream(model, raw), model)
+
+
+def first_event(
+    events: Generator[bytes, None, None], model: str
+) -> tuple[bytes, Generator[bytes, None, None]]:
+    """Read a new upstream stream's first event, so that a failure before the first byte
+    reaches the client can still be retried on this or another model."""
     try:
         return next(events), events
     except StopIteration:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Generator, Iterator
 from functools import partial
+from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
 from app import admission, errors, openai_wire
-from app.blueprints.node import MODEL_HEADER, STREAM_HEADERS, relay
+from app.blueprints.node import MODEL_HEADER, STREAM_HEADERS, first_event, relay
 from app.client_auth import key_is_valid
-from app.errors import ApiError, UpstreamMalformed
+from app.errors import ApiError
 from app.resilience import get_gateway
 from app.settings import Settings
 from app.surfaces import OPENAI
@@ -63,14 +64,22 @@ def chat_completions() -> Response:
     )
     if openai_wire.check_chat(body):
         return _stream_chat(model, body)
-    client = get_client()
-    (parsed, content), answered = get_gateway().call(
-        model, lambda m: client.openai_post("chat/completions", m, openai_wire.with_model(body, m))
-    )
+    (parsed, content), answered = _forward("chat/completions", model, body, rotate=True)
     if "model" not in parsed:
         parsed["model"] = answered
         content = json.dumps(parsed).encode()
     return Response(content, content_type=openai_wire.JSON_TYPE, headers={MODEL_HEADER: answered})
+
+
+def _forward(
+    path: str, model: str, body: dict[str, Any], rotate: bool
+) -> tuple[tuple[dict[str, Any], bytes], str]:
+    """POST `body` to the upstream's `openai/{path}` through the gateway, its `model` set
+    to each model tried."""
+    client = get_client()
+    return get_gateway().call(
+        model, lambda m: client.openai_post(path, m, openai_wire.with_model(body, m)), rotate
+    )
 
 
 def _stream_chat(model: str, body: dict[str, object]) -> Response:
@@ -83,16 +92,8 @@ def _stream_chat(model: str, body: dict[str, object]) -> Response:
 
 
 def _open_stream(body: dict[str, object], model: str) -> tuple[bytes, Generator[bytes, None, None]]:
-    """Start the upstream stream and read its first event, so that a failure before the
-    client's first byte can still be retried on this or another model."""
     events = get_client().openai_stream(model, openai_wire.with_model(body, model))
-    try:
-        return next(events), events
-    except StopIteration:
-        raise UpstreamMalformed("Upstream ended the stream without a chunk.", model=model) from None
-    except BaseException:
-        events.close()
-        raise
+    return first_event(events, model)
 
 
 def _frames(model: str, first: bytes, events: Generator[bytes, None, None]) -> Iterator[bytes]:
@@ -115,12 +116,7 @@ def embeddings() -> Response:
         body, settings.embedding_models, "embeddings", settings.allow_unlisted_models
     )
     openai_wire.check_embedding_input(body)
-    client = get_client()
-    (_, content), answered = get_gateway().call(
-        model,
-        lambda m: client.openai_post("embeddings", m, openai_wire.with_model(body, m)),
-        rotate=False,
-    )
+    (_, content), answered = _forward("embeddings", model, body, rotate=False)
     return Response(content, content_type=openai_wire.JSON_TYPE, headers={MODEL_HEADER: answered})
 
 
