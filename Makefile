@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # System tools the tests use; installed with apt-get when missing.
-SYSTEM_TOOLS := nginx:nginx-light promtool:prometheus systemd-analyze:systemd wrk:wrk redis-server:redis-server valgrind:valgrind
+SYSTEM_TOOLS := nginx:nginx-light promtool:prometheus systemd-analyze:systemd wrk:wrk redis-server:redis-server valgrind:valgrind chromium:chromium chromedriver:chromium-driver
 
 .PHONY: run test lint bench install install-test system-deps clean
 

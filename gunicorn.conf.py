@@ -19,7 +19,9 @@ threads = _settings.gunicorn_threads if worker_class == "gthread" else 1
 worker_connections = _settings.worker_connections
 timeout = _settings.gunicorn_timeout
 graceful_timeout = _settings.graceful_timeout
-keepalive = 5
+# Idle keep-alive connections hold a recycling worker until they time out (gunicorn closes a
+# connection only after its next response), so this also bounds a graceful recycle's drain.
+keepalive = 2
 # Each instance would otherwise share ~/.gunicorn/gunicorn.ctl with every other master.
 control_socket_disable = True
 # Request smuggling and oversize headers: refuse early.

@@ -34,6 +34,7 @@ from app.retry_budget import RetryBudget
 from app.retry_policy import current_budget, current_deadline
 from app.state import StateStore
 from app.surfaces import GEMINI, current_api
+from app.worker_registry import RecentCalls
 
 T = TypeVar("T")
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
@@ -102,6 +103,7 @@ class Gateway:
         budget: RetryBudget | None = None,
         keys: KeyPool | None = None,
         key_probe_interval: float = 300.0,
+        recent: RecentCalls | None = None,
     ) -> None:
         self.models = models
         self._breaker = breakers
@@ -114,6 +116,7 @@ class Gateway:
         self.keys = keys or KeyPool([""])
         self.key_probe_interval = key_probe_interval
         self._turn = itertools.count()
+        self.recent = recent or RecentCalls()
 
     def candidates(self, requested: str | None, rotate: bool = True) -> list[str]:
         """The requested model first (when served), then the rotation list in order."""
@@ -204,6 +207,7 @@ class Gateway:
                 breaker.record_success(permit)
                 metrics.UPSTREAM_CALLS.labels(_api(), metrics.model_label(model), "ok").inc()
                 metrics.KEY_CALLS.labels(key.id, "ok").inc()
+                self.recent.count(model, ok=True)
                 metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(
                     time.perf_counter() - started
                 )
@@ -263,6 +267,7 @@ class Gateway:
         metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(
             time.perf_counter() - started
         )
+        self.recent.count(model, ok=False)
         self._store.track_error(model, kind)
         if isinstance(error, UpstreamRateLimited):
             breaker.release(permit)

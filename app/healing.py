@@ -22,6 +22,7 @@ from app.state import StateStore
 log = logging.getLogger("l104.healing")
 
 LEVELS = ("light", "medium", "heavy")
+OPERATOR_TRIGGER = "admin"  # heals an operator asked for (POST /self/heal)
 RESET_RATE_LIMITS = "reset_rate_limits"
 RESET_CIRCUIT_BREAKER = "reset_circuit_breaker"
 CLEAR_MODEL_ERRORS = "clear_model_errors"
@@ -100,7 +101,7 @@ class Healer:
         *,
         reset_rate_limits: Callable[[], None],
         reset_http_client: Callable[[str], None],
-        recycle_worker: Callable[[str], object],
+        recycle_worker: Callable[[str, bool], object],
         reset_keys: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
@@ -157,7 +158,7 @@ class Healer:
         done.extend(per_worker)
         events.heal(level, trigger, done, generation=generation, **context)
         if local:
-            self._apply(set(per_worker))
+            self._apply(set(per_worker), by_operator=trigger == OPERATOR_TRIGGER)
         self.apply_pending()
         return {"actions": done, "generation": generation, "level": level, "at": now}
 
@@ -181,7 +182,11 @@ class Healer:
             ]
             self.seen_generation = generation
         actions = {a for h in pending for a in h["actions"]}
-        self._apply(actions)
+        by_operator = any(
+            h.get("trigger") == OPERATOR_TRIGGER and RECYCLE_WORKERS in h["actions"]
+            for h in pending
+        )
+        self._apply(actions, by_operator)
         log_event(
             log,
             "heal_applied",
@@ -190,11 +195,11 @@ class Healer:
         )
         return len(pending)
 
-    def _apply(self, actions: set[str]) -> None:
+    def _apply(self, actions: set[str], by_operator: bool = False) -> None:
         if RESET_HTTP_CLIENT in actions:
             self._reset_http_client("heal")
         if RECYCLE_WORKERS in actions:
-            self._recycle_worker("heal")
+            self._recycle_worker("heal", by_operator)
 
 
 def heal_watcher(healer: Healer, tick: Callable[[], object], interval: float = 0.25) -> Periodic:

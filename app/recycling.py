@@ -30,6 +30,8 @@ class Recycler:
         self.min_age = min_age
         self.started = clock.monotonic()
         self.pending: str | None = None
+        self.pending_since: float | None = None
+        self.by_operator = False  # an operator asked: no minimum age to wait for
         self.worker: Any = None
         self._lock = threading.Lock()
 
@@ -39,13 +41,34 @@ class Recycler:
         self.worker = worker
         self._store.release_recycle_slot()
 
-    def request(self, reason: str) -> bool:
-        """Ask for this worker to be recycled; True if it starts now."""
+    def request(self, reason: str, by_operator: bool = False) -> bool:
+        """Ask for this worker to be recycled; True if it starts now. WORKER_MIN_AGE guards
+        against automatic recycling loops; an operator's recycle does not wait for it."""
         with self._lock:
+            self.by_operator = self.by_operator or by_operator
             if self.pending is None:
                 self.pending = reason
-                log_event(log, "worker_recycle_requested", logging.WARNING, reason=reason)
+                self.pending_since = self._clock.now()
+                log_event(
+                    log,
+                    "worker_recycle_requested",
+                    logging.WARNING,
+                    reason=reason,
+                    by_operator=by_operator,
+                )
         return self.try_now()
+
+    def age(self) -> float:
+        """Seconds since this worker started."""
+        return self._clock.monotonic() - self.started
+
+    def waits_until(self) -> float | None:
+        """When a pending recycle may start at the earliest (Unix time), or None."""
+        if self.pending is None:
+            return None
+        if self.by_operator:
+            return self._clock.now()
+        return self._clock.now() + max(0.0, self.min_age - self.age())
 
     def try_now(self) -> bool:
         """Recycle now if asked, old enough and the node's recycle slot is free."""
@@ -53,11 +76,11 @@ class Recycler:
             reason = self.pending
             if reason is None or self.worker is None:
                 return False
-            if self._clock.monotonic() - self.started < self.min_age:
+            if not self.by_operator and self.age() < self.min_age:
                 return False
             if not self._store.acquire_recycle_slot(os.getpid(), reason, self.slot_ttl):
                 return False
-            self.pending = None
+            self.pending = self.pending_since = None
             log_event(log, "worker_recycling", logging.WARNING, reason=reason)
             self.worker.alive = False  # graceful: drain in-flight requests, then exit 0
             return True

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from flask import Flask, Response, current_app, g, request
 
-from app import events, health_checks, metrics, rate_limits
+from app import events, health_checks, metrics, rate_limits, worker_registry
 from app.breaker import BreakerBoard
 from app.clock import Clock
 from app.cooldowns import CooldownPolicy, Cooldowns
@@ -101,8 +103,19 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         reset_http_client=client.reset,
         recycle_worker=recycler.request,
     )
-    watcher = heal_watcher(healer, tick=recycler.try_now)
     requests_seen: RequestCounter = app.extensions["l104.requests"]
+    trail = worker_registry.EventTrail()
+    logging.getLogger("l104").addHandler(trail)
+    worker_file = worker_registry.WorkerFile(
+        worker_registry.workers_dir(path.parent),
+        partial(describe_worker, requests_seen, recycler, gateway, trail),
+    )
+
+    def tick() -> None:
+        recycler.try_now()
+        worker_file.tick()
+
+    watcher = heal_watcher(healer, tick=tick)
     watchdog = Watchdog(
         {
             "upstream": health_checks.upstream_reachable(
@@ -127,6 +140,8 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         {
             "l104.upstream": client,
             "l104.keys": pool,
+            "l104.state_dir": path.parent,
+            "l104.worker_file": worker_file,
             "l104.state": store,
             "l104.breakers": breakers,
             "l104.cooldowns": cooldowns,
@@ -143,6 +158,31 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
     if settings.auto_heal_enabled:
         app.after_request(_count_errors_for_auto_heal)
     app.before_request(watcher.start)
+
+
+def describe_worker(
+    requests_seen: RequestCounter,
+    recycler: Recycler,
+    gateway: Gateway,
+    trail: worker_registry.EventTrail,
+) -> dict[str, object]:
+    """What this worker's file says (app.worker_registry)."""
+    now = time.time()
+    age = recycler.age()
+    return {
+        "pid": os.getpid(),
+        "started": now - age,
+        "age_seconds": round(age, 1),
+        "requests": requests_seen.total,
+        "in_flight": len(requests_seen.in_flight),
+        "rss_mb": round(health_checks.rss_bytes() / 2**20, 1),
+        "pending_recycle": recycler.pending,
+        "recycle_waits_until": recycler.waits_until(),
+        "retry_budget": gateway.budget.usage() if gateway.budget else None,
+        "recent_calls": gateway.recent.totals(),
+        "events": list(trail.events),
+        "written_at": now,
+    }
 
 
 def get_gateway() -> Gateway:

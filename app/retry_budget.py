@@ -46,3 +46,17 @@ class RetryBudget:
                 return False
             self._extra.append(now)
             return True
+
+    def usage(self) -> dict[str, float]:
+        """This worker's window now: client requests, extra attempts, and the extra
+        attempts the budget allows."""
+        now = self._clock.monotonic()
+        with self._lock:
+            self._trim(now)
+            requests, extra = len(self._requests), len(self._extra)
+        return {
+            "window_seconds": self.window,
+            "requests": requests,
+            "extra_attempts": extra,
+            "extra_allowed": round(self.ratio * requests + self.allowance, 1),
+        }

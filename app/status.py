@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 from flask import current_app
 
-from app import metrics_export
+from app import metrics_export, worker_registry
 from app.admission import CallSlots
 from app.route_states import RouteStates
 from app.settings import Settings
 from app.state import StateStore
+from app.supervision import NODE_FILE
 from app.upstream import UpstreamClient
+from app.version import __version__
 
 
 def route_states() -> RouteStates:
@@ -57,13 +62,27 @@ def all_open(states: dict[str, dict[str, Any]]) -> bool:
 
 
 def node_status() -> dict[str, Any]:
-    """Breakers, cooldowns, trackers, upstream keys and heal history (for /self/status)."""
+    """The node at a glance (for /self/status and the console): mode, version, uptime,
+    state backend, workers, breakers, cooldowns, upstream keys, retry budget, rate limit,
+    the last heals (node-wide) and the last healing events of this node's workers."""
+    settings: Settings = current_app.config["L104_SETTINGS"]
     store: StateStore = current_app.extensions["l104.state"]
     client: UpstreamClient = current_app.extensions["l104.upstream"]
     slots: CallSlots = current_app.extensions["l104.admission"]
+    state_dir: Path = current_app.extensions["l104.state_dir"]
+    current_app.extensions["l104.worker_file"].tick(force=True)  # this worker: fresh
+    workers = worker_registry.read_workers(worker_registry.workers_dir(state_dir))
     routes = route_states()
     states = model_states(routes)
+    recent = _recent_calls(workers)
+    for model, state in states.items():
+        state["recent"] = recent.get(model, {"calls": 0, "errors": 0})
     return {
+        "mode": "simulator" if settings.simulator_mode else "live",
+        "upstream": settings.upstream_kind,
+        "version": __version__,
+        "uptime_seconds": _uptime(state_dir),
+        "state_backend": _backend(store, settings),
         "circuit_open": all_open(states),
         "models": states,
         "keys": {
@@ -75,7 +94,13 @@ def node_status() -> dict[str, Any]:
             }
             for key in routes.keys.values()
         },
+        "workers": [{k: v for k, v in w.items() if k != "events"} for w in workers],
+        "rate_limit": {
+            "limit": settings.rate_limit or None,
+            "refused": int(metric_total("l104_rate_limited_requests")),
+        },
         "heals": store.heal_history(20),
+        "events": _last_events(workers),
         "worker": {
             "pid": os.getpid(),
             "http_client_errors": client.health.errors,
@@ -85,6 +110,41 @@ def node_status() -> dict[str, Any]:
             "overloaded": slots.overloaded,
         },
     }
+
+
+def _uptime(state_dir: Path) -> float | None:
+    try:
+        started = json.loads((state_dir / NODE_FILE).read_text())["started"]
+    except (OSError, ValueError, KeyError):
+        return None  # not under gunicorn
+    return round(time.time() - float(started), 1)
+
+
+def _backend(store: StateStore, settings: Settings) -> str:
+    """local (SQLite in the node), redis, or degraded (STATE_URL set, Redis unreachable)."""
+    backend = str(getattr(store, "backend", "local"))
+    return "degraded" if settings.state_url and backend != "redis" else backend
+
+
+def _recent_calls(workers: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    total: dict[str, dict[str, int]] = {}
+    for worker in workers:
+        for model, counts in (worker.get("recent_calls") or {}).items():
+            entry = total.setdefault(model, {"calls": 0, "errors": 0})
+            entry["calls"] += int(counts.get("calls", 0))
+            entry["errors"] += int(counts.get("errors", 0))
+    return total
+
+
+def _last_events(workers: list[dict[str, Any]], most: int = 30) -> list[dict[str, Any]]:
+    merged = [e for w in workers for e in w.get("events") or []]
+    return sorted(merged, key=lambda e: e.get("at", 0), reverse=True)[:most]
+
+
+def metric_total(name: str) -> float:
+    """A counter family's node-wide total."""
+    registry = metrics_export.scrape_registry(current_app.extensions["l104.state_collector"])
+    return metrics_export.totals(registry.collect()).get(name, 0.0)
 
 
 def key_calls() -> dict[str, dict[str, int]]:

@@ -7,22 +7,25 @@ watchdog, and count the worker's failures so that a sick worker is recycled grac
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-from app import simulator_mode
+from app import simulator_mode, worker_registry
 from app.clock import SYSTEM_CLOCK, Clock
 from app.settings import Settings, SettingsError
 
 STATE_FILES = ("state.db", "state.db-wal", "state.db-shm")
+NODE_FILE = "node.json"  # the master's pid and start time
 log = logging.getLogger("l104.supervision")
 
 
@@ -122,6 +125,10 @@ class Supervisor:
         )
         self.made = [p for p, made in ((state, made_state), (metrics, made_metrics)) if made]
         self._create_state(state)
+        # When the node started (its uptime on /self/status), by the master that runs it.
+        (Path(state) / NODE_FILE).write_text(
+            json.dumps({"master_pid": os.getpid(), "started": time.time()})
+        )
         if simulator_mode.wanted(os.environ):
             self.simulator = simulator_mode.start(os.environ)
 
@@ -140,6 +147,9 @@ class Supervisor:
         from app.logs import log_event
 
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+        state_dir = os.environ.get("L104_STATE_DIR")
+        if state_dir:
+            worker_registry.remove_worker(worker_registry.workers_dir(Path(state_dir)), worker.pid)
         reason = self._state_store().recycle_reason(worker.pid) or "exited"
         log_event(
             log,

@@ -43,6 +43,7 @@ class Worker:
         self.board = BreakerBoard(store, fail_max=1, reset_timeout=60, max_probes=1, probe_ttl=30)
         self.client_resets: list[str] = []
         self.recycles: list[str] = []
+        self.operator_recycles = 0
         self.rate_resets = 0
         self.healer = Healer(
             store,
@@ -50,8 +51,12 @@ class Worker:
             ["m1", "m2"],
             reset_rate_limits=self._reset_rates,
             reset_http_client=self.client_resets.append,
-            recycle_worker=self.recycles.append,
+            recycle_worker=self._recycle,
         )
+
+    def _recycle(self, reason: str, by_operator: bool) -> None:
+        self.recycles.append(reason)
+        self.operator_recycles += by_operator
 
     def _reset_rates(self) -> None:
         self.rate_resets += 1
@@ -112,3 +117,13 @@ def test_watchdogs_touch_node_wide_state_once_per_interval(
     clock.advance(31)  # the interval has passed since the one node-wide heal
     heal_b(list(LEVEL_ACTIONS["light"]), "light")
     assert store.breaker("m1").state == "closed" and b.rate_resets == 1
+
+
+def test_an_operators_recycle_is_marked_as_such_in_every_worker(store: SqliteStateStore) -> None:
+    a, b = Worker(store), Worker(store)
+    a.healer.heal(["recycle_workers"], level="custom", trigger="watchdog", local=False)
+    b.healer.apply_pending()
+    assert (a.operator_recycles, b.operator_recycles) == (0, 0)  # automatic: min age holds
+    a.healer.heal(["recycle_workers"], level="custom", trigger="admin")
+    b.healer.apply_pending()
+    assert (a.operator_recycles, b.operator_recycles) == (1, 1)

@@ -41,6 +41,17 @@ def test_young_worker_waits_for_min_age(store: SqliteStateStore, clock: FakeCloc
     assert recycler.try_now()
 
 
+def test_an_operators_recycle_does_not_wait_for_min_age(
+    store: SqliteStateStore, clock: FakeClock
+) -> None:
+    recycler = _recycler(store, clock, min_age=30)
+    assert not recycler.request("failures")
+    assert recycler.waits_until() == clock.now() + 30  # deferred, and says until when
+    assert recycler.request("heal", by_operator=True)  # then an operator asks: at once
+    assert recycler.worker.alive is False
+    assert recycler.waits_until() is None
+
+
 def test_one_worker_at_a_time(store: SqliteStateStore, clock: FakeClock, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     pid = [101]
     monkeypatch.setattr("app.recycling.os.getpid", lambda: pid[0])

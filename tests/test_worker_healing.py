@@ -158,3 +158,37 @@ def test_hung_sync_worker_is_killed_and_logged(
         wait_until(lambda: requests.get(f"{node.url}/health", timeout=5).ok, 10, "a fresh worker")
     finally:
         node.stop()
+
+
+def test_an_operators_recycle_of_young_workers_starts_at_once(
+    simulator_service: Service, simulator: SimulatorControl, logs_dir: Path
+) -> None:
+    """WORKER_MIN_AGE (30 s by default) holds automatic recycles back; an operator's recycle
+    of workers younger than that replaces every one within 10 s, one at a time, and no
+    client call fails."""
+    with running_node(
+        simulator_service, logs_dir, "young-workers", ADMIN_TOKEN=ADMIN, GRACEFUL_TIMEOUT="10"
+    ) as node:
+        wait_until(lambda: len(events(node, "worker_ready")) == 2, 15, "two workers ready")
+        master = node.process.pid
+        before = child_pids(master)
+        with Load(_generate(node), clients=6) as load:
+            asked = time.monotonic()
+            response = requests.post(
+                f"{node.url}/self/heal?recycle_workers=true",
+                headers={"Authorization": f"Bearer {ADMIN}"},
+                timeout=10,
+            )
+            assert response.status_code == 200
+            wait_until(
+                lambda: len(child_pids(master)) == 2 and not (child_pids(master) & before),
+                10,
+                "every worker replaced",
+            )
+            replaced_after = time.monotonic() - asked
+            settled = load.total
+            wait_until(lambda: load.total > settled + 20, 10, "calls after the recycle")
+        assert load.total > 0 and load.failures() == {}
+        requested = events(node, "worker_recycle_requested")
+        assert requested and all(e["by_operator"] for e in requested)
+        print(f"operator recycle of 2 young workers: {replaced_after:.2f} s")
