@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -217,6 +218,18 @@ class Gateway:
         if not keys:
             raise self._every_key_refused()
         raise self._exhausted(attempted, deadline)
+
+    @contextmanager
+    def any_usable_key(self) -> Iterator[None]:
+        """For calls made outside `call` (model listings): the first key Gemini has not
+        refused, so that one refused key does not break them."""
+        resting = self._store.cooldowns()
+        usable = [k for k in self.keys.keys if self.keys.rest_name(k) not in resting]
+        token = current_key.set((usable or list(self.keys.keys))[0])
+        try:
+            yield
+        finally:
+            current_key.reset(token)
 
     def _spread(self, keys: list[UpstreamKey], ready: list[UpstreamKey]) -> list[UpstreamKey]:
         """`keys` in the order to try them: those `ready` for the requested model first,

@@ -145,7 +145,11 @@ class Healer:
             self._store.clear("endpoint_errors")
             done.append(CLEAR_MODEL_ERRORS)
         if CLEAR_COOLDOWNS in actions:
+            # Models' rests end; refused upstream keys stay out (that is reset_keys).
+            keys = {n: c for n, c in self._store.cooldowns().items() if n.startswith("key@")}
             self._store.clear("cooldowns")
+            for name, rest in keys.items():
+                self._store.set_cooldown(name, rest.until, rest.reason)
             done.append(CLEAR_COOLDOWNS)
         if RESET_KEYS in actions:
             self._reset_keys()

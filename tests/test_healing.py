@@ -127,3 +127,12 @@ def test_an_operators_recycle_is_marked_as_such_in_every_worker(store: SqliteSta
     a.healer.heal(["recycle_workers"], level="custom", trigger="admin")
     b.healer.apply_pending()
     assert (a.operator_recycles, b.operator_recycles) == (1, 1)
+
+
+def test_clear_cooldowns_leaves_refused_keys_out(store: SqliteStateStore) -> None:
+    a = Worker(store)
+    now = store.clock.now()
+    store.set_cooldown("m1", now + 30, "rate_limited")
+    store.set_cooldown("key@key-0000abcd", now + 300, "key_refused")
+    a.healer.heal(["clear_cooldowns"], level="custom", trigger="admin")
+    assert set(store.cooldowns()) == {"key@key-0000abcd"}

@@ -197,3 +197,13 @@ def test_two_nodes_on_one_redis_share_key_cooldowns(
     finally:
         a.stop()
         b.stop()
+
+
+def test_model_listings_skip_a_refused_key(node: Service, pool_sim: SimulatorControl) -> None:
+    pool_sim.fault("invalid_key", key=KEYS[0])
+    assert _generate(node).status_code == 200  # a worker's first call: key 1, refused
+    refused = pool_sim.by_key()[_id(KEYS[0])]
+    assert requests.get(f"{node.url}/v1beta/models", timeout=5).status_code == 200
+    assert requests.get(f"{node.url}/v1beta/models/{FIRST}", timeout=5).status_code == 200
+    assert requests.get(f"{node.url}/v1beta/openai/models", timeout=5).status_code == 200
+    assert pool_sim.by_key()[_id(KEYS[0])] == refused  # the listings used another key

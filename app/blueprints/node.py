@@ -174,7 +174,9 @@ _EMBED_METHODS = frozenset({"embedContent", "batchEmbedContents"})
 @bp.get(f"/{_VERSIONS}/models")
 def list_models(version: str) -> Response:
     """Upstream's model list, paged as the client asks."""
-    return Response(get_client().list_models(page_params()), content_type=JSON_TYPE)
+    params = page_params()
+    with get_gateway().any_usable_key():
+        return Response(get_client().list_models(params), content_type=JSON_TYPE)
 
 
 @bp.get(f"/{_VERSIONS}/models/<path:model>")
@@ -186,4 +188,5 @@ def get_model(version: str, model: str) -> Response:
         name = served_model(model, "any")
     except ModelNotServed as error:
         raise ApiError(404, f"models/{error.model} is not found on this node.") from None
-    return Response(get_client().get_model(name), content_type=JSON_TYPE)
+    with get_gateway().any_usable_key():
+        return Response(get_client().get_model(name), content_type=JSON_TYPE)

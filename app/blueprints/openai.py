@@ -124,7 +124,9 @@ def embeddings() -> Response:
 def list_models() -> Response:
     """The upstream's model list, as its OpenAI-compatible API gives it."""
     g.l104_endpoint = "models.list"
-    return Response(get_client().openai_get("models", None), content_type=openai_wire.JSON_TYPE)
+    with get_gateway().any_usable_key():
+        content = get_client().openai_get("models", None)
+    return Response(content, content_type=openai_wire.JSON_TYPE)
 
 
 @bp.get("/models/<path:model_id>")
@@ -135,7 +137,8 @@ def get_model(model_id: str) -> Response:
     model = openai_wire.model_field(
         {"model": model_id}, settings.served_models, "any call", settings.allow_unlisted_models
     )
-    content = get_client().openai_get(f"models/{model}", model)
+    with get_gateway().any_usable_key():
+        content = get_client().openai_get(f"models/{model}", model)
     return Response(content, content_type=openai_wire.JSON_TYPE)
 
 
