@@ -152,7 +152,7 @@ class Gateway:
         pool = self.keys
         seen = self._store.admission([pool.route(m, k) for m in candidates for k in pool.keys])
         resting = seen.resting
-        keys = [k for k in pool.keys if pool.rest_name(k) not in resting]
+        keys = pool.usable(resting)
         if not keys:
             raise self._every_key_refused()
         if candidates and len(keys) > 1:
@@ -223,8 +223,7 @@ class Gateway:
     def any_usable_key(self) -> Iterator[None]:
         """For calls made outside `call` (model listings): the first key Gemini has not
         refused, so that one refused key does not break them."""
-        resting = self._store.cooldowns()
-        usable = [k for k in self.keys.keys if self.keys.rest_name(k) not in resting]
+        usable = self.keys.usable(self._store.cooldowns())
         token = current_key.set((usable or list(self.keys.keys))[0])
         try:
             yield

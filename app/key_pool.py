@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -47,6 +47,10 @@ class KeyPool:
     def routes(self, models: Sequence[str]) -> tuple[str, ...]:
         """The state names of every (model, key) pair of `models`."""
         return tuple(self.route(m, k) for m in models for k in self.keys)
+
+    def usable(self, resting: Mapping[str, object]) -> list[UpstreamKey]:
+        """The keys not resting as refused (`resting`: the store's cooldowns by name)."""
+        return [k for k in self.keys if self.rest_name(k) not in resting]
 
     @staticmethod
     def rest_name(key: UpstreamKey) -> str:

@@ -129,12 +129,22 @@ def _key_families(states: RouteStates) -> Iterator[Metric]:
 
 def scrape_registry(state: StateCollector) -> CollectorRegistry:
     """A registry for one scrape: all workers' metrics plus the shared state."""
+    registry = _workers_registry()
+    registry.register(state)
+    return registry
+
+
+def worker_families() -> list[Metric]:
+    """All workers' own metrics, without reading the shared state (counters only)."""
+    return list(_workers_registry().collect())
+
+
+def _workers_registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_ThisProcess())
-    registry.register(state)
     return registry
 
 

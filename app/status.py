@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
+from prometheus_client.core import Metric
 
 from app import metrics_export, worker_registry
 from app.admission import CallSlots
@@ -75,6 +76,8 @@ def node_status() -> dict[str, Any]:
     routes = route_states()
     states = model_states(routes)
     recent = _recent_calls(workers)
+    families = metrics_export.worker_families()  # one read of every worker's counters
+    calls = key_calls(families)
     for model, state in states.items():
         state["recent"] = recent.get(model, {"calls": 0, "errors": 0})
     return {
@@ -90,14 +93,14 @@ def node_status() -> dict[str, Any]:
                 "usable": key.disabled_seconds <= 0,
                 "disabled_until": key.disabled_until,
                 "disabled_seconds": round(key.disabled_seconds, 3),
-                "calls": key_calls().get(key.id, {}),
+                "calls": calls.get(key.id, {}),
             }
             for key in routes.keys.values()
         },
         "workers": [{k: v for k, v in w.items() if k != "events"} for w in workers],
         "rate_limit": {
             "limit": settings.rate_limit or None,
-            "refused": int(metric_total("l104_rate_limited_requests")),
+            "refused": int(metrics_export.totals(families).get("l104_rate_limited_requests", 0)),
         },
         "heals": store.heal_history(20),
         "events": _last_events(workers),
@@ -141,17 +144,10 @@ def _last_events(workers: list[dict[str, Any]], most: int = 30) -> list[dict[str
     return sorted(merged, key=lambda e: e.get("at", 0), reverse=True)[:most]
 
 
-def metric_total(name: str) -> float:
-    """A counter family's node-wide total."""
-    registry = metrics_export.scrape_registry(current_app.extensions["l104.state_collector"])
-    return metrics_export.totals(registry.collect()).get(name, 0.0)
-
-
-def key_calls() -> dict[str, dict[str, int]]:
+def key_calls(families: list[Metric]) -> dict[str, dict[str, int]]:
     """Upstream calls per key id and outcome, node-wide (every worker's metrics)."""
-    registry = metrics_export.scrape_registry(current_app.extensions["l104.state_collector"])
     calls: dict[str, dict[str, int]] = {}
-    for family in registry.collect():
+    for family in families:
         if family.name != "l104_upstream_key_calls":
             continue
         for sample in family.samples:

@@ -102,9 +102,7 @@ class UpstreamClient:
 
     def embed(self, model: str, method: str, body: bytes) -> bytes:
         """`models/{model}:embedContent` or `:batchEmbedContents`; returns the raw answer."""
-        raw = self._post_json(model, method, body)
-        _parse_object(raw, model)
-        return raw
+        return self._post_object(model, method, body)
 
     def openai_post(self, path: str, model: str, body: bytes) -> tuple[dict[str, Any], bytes]:
         """`POST openai/{path}` (chat/completions, embeddings); the parsed and raw answer."""
@@ -127,9 +125,7 @@ class UpstreamClient:
 
     def count_tokens(self, model: str, body: bytes) -> bytes:
         """`models/{model}:countTokens`; returns the raw answer."""
-        raw = self._post_json(model, "countTokens", body)
-        _parse_object(raw, model)
-        return raw
+        return self._post_object(model, "countTokens", body)
 
     def list_models(self, params: dict[str, str]) -> bytes:
         """`GET models` with paging parameters; returns the raw answer."""
@@ -208,6 +204,12 @@ class UpstreamClient:
             raise UpstreamUnavailable(
                 503, "Upstream connection broke during the response.", model=model
             ) from None
+
+    def _post_object(self, model: str, method: str, body: bytes) -> bytes:
+        """`models/{model}:{method}` whose answer must be a JSON object; the raw answer."""
+        raw = self._post_json(model, method, body)
+        _parse_object(raw, model)
+        return raw
 
     def _post_json(self, model: str, method: str, body: bytes) -> bytes:
         return self._request("POST", f"{self._base}/models/{model}:{method}", body, model)
