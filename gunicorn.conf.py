@@ -1,10 +1,10 @@
-"""gunicorn settings for L104 Node; the hooks call into app.supervision."""
+"""gunicorn settings for L104 Node; the hooks call into app.workers.supervision."""
 
-from app.logs import gunicorn_logconfig
-from app.malloc_arenas import limit_malloc_arenas
-from app.supervision import Supervisor, load_settings
+from app.observability.logs import gunicorn_logconfig
+from app.workers.malloc_arenas import limit_malloc_arenas
+from app.workers.supervision import Supervisor, load_settings
 
-limit_malloc_arenas()  # before any worker is forked: see app/malloc_arenas.py
+limit_malloc_arenas()  # before any worker is forked: see app/workers/malloc_arenas.py
 _settings = load_settings()
 _supervisor = Supervisor(_settings)
 
@@ -30,7 +30,9 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 # gunicorn's own error and access logs as JSON lines, like the node's.
 logconfig_dict = gunicorn_logconfig(_settings)
-logger_class = "app.access_log.AccessLogger"  # the same lines, without gunicorn's atom table
+logger_class = (
+    "app.workers.access_log.AccessLogger"  # the same lines, without gunicorn's atom table
+)
 
 
 def on_starting(server):

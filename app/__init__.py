@@ -20,11 +20,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     # master's hooks stay light and prometheus_client is first imported inside a worker.
     from flask import Flask
 
-    from app import admission, errors, logs, request_context, resilience
-    from app.blueprints import admin, legacy, node, ops
-    from app.blueprints import openai as openai_api
+    from app import errors, extensions
+    from app.api import admin, legacy, node, ops
+    from app.api import openai as openai_api
+    from app.api.proxies import TrustedProxyFix
     from app.clock import SYSTEM_CLOCK
-    from app.proxies import TrustedProxyFix
+    from app.observability import logs, request_context
+    from app.resilience import admission
     from app.settings import Settings
     from app.surfaces import OPENAI_PREFIXES
 
@@ -34,7 +36,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     logs.init_app(app, settings)
     errors.init_app(app)
     request_context.init_app(app)
-    resilience.init_app(app, settings, clock or SYSTEM_CLOCK)
+    extensions.init_app(app, settings, clock or SYSTEM_CLOCK)
     admission.init_app(app, settings.max_calls_in_flight)
     for blueprint in (node.bp, legacy.bp, ops.bp, admin.bp):
         app.register_blueprint(blueprint)

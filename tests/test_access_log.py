@@ -10,8 +10,8 @@ from typing import Any
 
 from gunicorn.config import Config
 
-from app.access_log import AccessLogger
-from app.logs import JsonFormatter
+from app.observability.logs import JsonFormatter
+from app.workers.access_log import AccessLogger
 
 
 class _Capture(logging.Handler):

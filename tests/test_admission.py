@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from app import metrics
-from app.admission import CallSlots
+from app.observability import metrics
+from app.resilience.admission import CallSlots
 
 
 def _events(caplog: pytest.LogCaptureFixture) -> list[str]:

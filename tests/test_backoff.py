@@ -6,10 +6,10 @@ import pytest
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from urllib3.response import HTTPResponse
 
-from app.backoff import Backoff, Deadline
 from app.clock import FakeClock
-from app.retry_policy import DeadlineRetry, current_deadline
-from app.upstream_timeouts import DeadlineTimeout
+from app.upstream.backoff import Backoff, Deadline
+from app.upstream.retry_policy import DeadlineRetry, current_deadline
+from app.upstream.timeouts import DeadlineTimeout
 
 
 def test_ceiling_is_exponential_and_capped() -> None:

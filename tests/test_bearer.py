@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
-from app import bearer
-from app.bearer import bearer_matches
+from app.api import bearer
+from app.api.bearer import bearer_matches
 
 TOKEN = "admin-s3cr3t-token-0123456789"
 PROBES = [

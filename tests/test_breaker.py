@@ -7,8 +7,8 @@ import threading
 import pybreaker
 import pytest
 
-from app.breaker import BreakerOpenError, ModelBreaker
 from app.clock import FakeClock
+from app.resilience.breaker import BreakerOpenError, ModelBreaker
 from app.state.sqlite_store import SqliteStateStore
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from app import fd_limits
 from app.settings import Settings, env_vars
+from app.workers import fd_limits
 from tests.support import nginx
 from tests.support.processes import ROOT
 

@@ -7,8 +7,8 @@ import resource
 
 import pytest
 
-from app import fd_limits
 from app.settings import Settings
+from app.workers import fd_limits
 
 SETTINGS = Settings.from_env({"MAX_CALLS_IN_FLIGHT": "1000", "WORKER_CONNECTIONS": "1200"})
 NEEDED = 1200 + 1000 + fd_limits.BASE_FDS

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.breaker import BreakerBoard
 from app.clock import FakeClock
-from app.cooldowns import CooldownPolicy, Cooldowns, seconds_until_quota_reset
 from app.errors import (
     ApiError,
     UpstreamRateLimited,
@@ -14,7 +12,9 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from app.gateway import Gateway
+from app.resilience.breaker import BreakerBoard
+from app.resilience.cooldowns import CooldownPolicy, Cooldowns, seconds_until_quota_reset
+from app.resilience.gateway import Gateway
 from app.state.sqlite_store import SqliteStateStore
 
 MODELS = ("m1", "m2", "m3")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.breaker import BreakerBoard
 from app.clock import FakeClock
-from app.healing import LEVEL_ACTIONS, Escalation, Healer
-from app.resilience import watchdog_heal
+from app.healing.auto_heal import watchdog_heal
+from app.healing.healer import LEVEL_ACTIONS, Escalation, Healer
+from app.resilience.breaker import BreakerBoard
 from app.state.sqlite_store import SqliteStateStore
 
 

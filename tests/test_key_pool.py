@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import pytest
 
-from app.breaker import BreakerBoard
 from app.clock import FakeClock
-from app.cooldowns import CooldownPolicy, Cooldowns, seconds_until_quota_reset
 from app.errors import (
     ApiError,
     UpstreamKeyRefused,
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
-from app.gateway import Gateway
-from app.key_pool import KeyPool, current_key, key_id
+from app.resilience.breaker import BreakerBoard
+from app.resilience.cooldowns import CooldownPolicy, Cooldowns, seconds_until_quota_reset
+from app.resilience.gateway import Gateway
 from app.simulator.key_ids import key_id as simulator_key_id
 from app.state import StateStore
+from app.upstream.key_pool import KeyPool, current_key, key_id
 
 MODELS = ("m1", "m2")
 SECRETS = ("first-s3cr3t-key-aaaa", "second-s3cr3t-key-bbbb", "third-s3cr3t-key-cccc")

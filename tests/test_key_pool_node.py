@@ -13,7 +13,7 @@ import pytest
 import redis
 import requests
 
-from app.key_pool import key_id
+from app.upstream.key_pool import key_id
 from tests.conftest import node_env, running_node
 from tests.support.admin import heal, status
 from tests.support.logs import events

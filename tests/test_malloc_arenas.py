@@ -7,7 +7,7 @@ import sys
 
 from tests.support.processes import ROOT
 
-CALL = "from app.malloc_arenas import limit_malloc_arenas; print(limit_malloc_arenas())"
+CALL = "from app.workers.malloc_arenas import limit_malloc_arenas; print(limit_malloc_arenas())"
 
 
 def _run(env: dict[str, str]) -> str:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import ApiError, BadRequest
-from app.gateway import retry_hint
-from app.openai_wire import (
+from app.api.openai_wire import (
     InvalidField,
     ModelNotFound,
     check_chat,
@@ -16,6 +14,8 @@ from app.openai_wire import (
     retry_headers,
     with_model,
 )
+from app.errors import ApiError, BadRequest
+from app.resilience.gateway import retry_hint
 from app.surfaces import GEMINI, LEGACY, NODE, OPENAI, api_of
 
 

@@ -10,8 +10,8 @@ Which metric names count as exported:
   cools a model down), plus the sample names of every family the scrape announces in `# TYPE`;
 - declared: for the families in DECLARED_ONLY, which that shared node cannot produce cheaply
   and which prometheus_client's multiprocess mode leaves out of the scrape until incremented,
-  the sample names the declarations in app/metrics.py export (counter `_total`, histogram
-  `_bucket`/`_sum`/`_count`, gauge as is).
+  the sample names the declarations in app/observability/metrics.py export (counter `_total`,
+  histogram `_bucket`/`_sum`/`_count`, gauge as is).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics
+from app.observability import metrics
 from tests.conftest import UPSTREAM_KEY
 from tests.support.processes import ROOT, Service, wait_until
 from tests.support.simulator_client import SimulatorControl
@@ -59,7 +59,7 @@ ALERT_NAMES = {
 METRIC_NAME = re.compile(r"(?<![\w:])l104_[a-z0-9_]+(?![\w:])")
 RECORDED_NAME = re.compile(r"(?<![\w:])[a-z_]+:[a-z0-9_:]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-# Counter families checked against app/metrics.py instead of the scrape, and why.
+# Counter families checked against app/observability/metrics.py instead of the scrape, and why.
 DECLARED_ONLY = {
     "l104_circuit_breaks": "opening a breaker would leave it open on the shared node",
     "l104_circuit_breaker_transitions": "the same: a transition needs a breaker to open",
@@ -309,7 +309,7 @@ def _family_of(name: str) -> tuple[str, str]:
 
 
 def _declared_families() -> dict[str, str]:
-    """Family name -> type of every metric app/metrics.py declares."""
+    """Family name -> type of every metric app/observability/metrics.py declares."""
     families: dict[str, str] = {}
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
@@ -358,7 +358,8 @@ def exposition(node: Service, simulator_service: Service) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def exported(exposition: str) -> Exported:
-    """The sample names of the real scrape and, for DECLARED_ONLY, of app/metrics.py."""
+    """The sample names of the real scrape and, for DECLARED_ONLY, of
+    app/observability/metrics.py."""
     scraped: dict[str, str] = {}
     for family in text_string_to_metric_families(exposition):
         for name in _sample_names(family.name, family.type):  # announced by `# TYPE`

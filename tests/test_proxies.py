@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.proxies import TrustedProxyFix
+from app.api.proxies import TrustedProxyFix
 
 
 def _seen(trusted: list[str], remote_addr: str) -> tuple[str, str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.clock import FakeClock
-from app.recycling import Recycler
 from app.state.sqlite_store import SqliteStateStore
-from app.supervision import WorkerFailures, prepare_dir
+from app.workers.recycling import Recycler
+from app.workers.supervision import WorkerFailures, prepare_dir
 
 
 class FakeWorker:
@@ -54,7 +54,7 @@ def test_an_operators_recycle_does_not_wait_for_min_age(
 
 def test_one_worker_at_a_time(store: SqliteStateStore, clock: FakeClock, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     pid = [101]
-    monkeypatch.setattr("app.recycling.os.getpid", lambda: pid[0])
+    monkeypatch.setattr("app.workers.recycling.os.getpid", lambda: pid[0])
     first, second = _recycler(store, clock), _recycler(store, clock)
     assert first.request("heal")
     pid[0] = 102

@@ -9,15 +9,15 @@ import requests
 from urllib3.exceptions import MaxRetryError
 from urllib3.response import HTTPResponse
 
-from app.backoff import Backoff
-from app.breaker import BreakerBoard
 from app.clock import FakeClock
-from app.cooldowns import CooldownPolicy, Cooldowns
 from app.errors import ApiError, UpstreamUnavailable
-from app.gateway import Gateway
-from app.retry_budget import RetryBudget
-from app.retry_policy import DeadlineRetry, current_budget
+from app.resilience.breaker import BreakerBoard
+from app.resilience.cooldowns import CooldownPolicy, Cooldowns
+from app.resilience.gateway import Gateway
 from app.state import StateStore
+from app.upstream.backoff import Backoff
+from app.upstream.retry_budget import RetryBudget
+from app.upstream.retry_policy import DeadlineRetry, current_budget
 from tests.conftest import node_env
 from tests.support.processes import Service, start_node
 from tests.support.simulator_client import SimulatorControl

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.sse import frame, iter_event_data, text_event
+from app.upstream.sse import frame, iter_event_data, text_event
 
 
 def test_events_split_across_reads_and_separators() -> None:

@@ -1,4 +1,5 @@
-"""gunicorn hooks (app.supervision) without gunicorn: what post_request does per worker class."""
+"""gunicorn hooks (app.workers.supervision) without gunicorn: what post_request does per worker
+class."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.gthread import ThreadWorker
 
 from app.settings import Settings
-from app.supervision import Supervisor, is_gevent_worker
+from app.workers.supervision import Supervisor, is_gevent_worker
 
 
 class _Part:

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from app.backoff import Deadline
 from app.errors import UpstreamTimeout
-from app.retry_policy import current_deadline
 from app.settings import Settings
-from app.upstream import UpstreamClient
+from app.upstream.backoff import Deadline
+from app.upstream.client import UpstreamClient
+from app.upstream.retry_policy import current_deadline
 from tests.conftest import NODE_MODELS, UPSTREAM_KEY
 from tests.support.simulator_client import SimulatorControl
 

@@ -9,7 +9,7 @@ from app.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from app.upstream_errors import error_from_response
+from app.upstream.errors import error_from_response
 
 
 def _body(code: int, status: str, message: str, details: list[object] | None = None) -> bytes:

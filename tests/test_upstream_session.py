@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from app.settings import Settings
-from app.upstream_session import build_session, prepare
+from app.upstream.session import build_session, prepare
 
 GOOGLE = "https://generativelanguage.googleapis.com/v1beta"
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from app.clock import FakeClock
-from app.healing import Escalation
-from app.health_checks import error_rate, memory, stuck_requests, upstream_reachable
-from app.request_context import RequestCounter
-from app.watchdog import Watchdog, WatchdogConfig
+from app.healing.healer import Escalation
+from app.healing.health_checks import error_rate, memory, stuck_requests, upstream_reachable
+from app.healing.watchdog import Watchdog, WatchdogConfig
+from app.observability.request_context import RequestCounter
 
 
 class Script:

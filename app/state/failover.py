@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import redis
 
-from app import metrics
-from app.logs import log_event
+from app.observability import metrics
+from app.observability.logs import log_event
 from app.state import Admission, BreakerRecord, Cooldown
 from app.state.redis_store import RedisStateStore
 from app.state.sqlite_store import SqliteStateStore

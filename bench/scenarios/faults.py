@@ -103,9 +103,9 @@ def failover(ctx: Context) -> None:
         paced_calls_per_run=PACED_CALLS,
         paced_pause_seconds=PACED_PAUSE,
         note="retryDelay 0.001s, but the node rests a model at least 0.1 s after a 429 "
-        "(app/cooldowns.py), so under wrk only some calls (detail: first_model_tried_ratio) "
-        "try the first model, get 429 and rotate; the paced runs (one call every 0.12 s, "
-        "after the rest is over) make every call rotate",
+        "(app/resilience/cooldowns.py), so under wrk only some calls "
+        "(detail: first_model_tried_ratio) try the first model, get 429 and rotate; the paced "
+        "runs (one call every 0.12 s, after the rest is over) make every call rotate",
     )
     for worker_class in ctx.classes_or(DEFAULT):
         sim = ctx.stack.simulator()

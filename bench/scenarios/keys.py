@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.key_pool import key_id
+from app.upstream.key_pool import key_id
 from bench import wrk
 from bench.harness import DEFAULT_CLASS, MODELS, control
 from bench.report import Target

@@ -19,7 +19,7 @@ DEADLINE = 4.0
 BREAKER_TIMEOUT = 2.0
 BUDGET_RATIO = 0.2
 BUDGET_MIN = 5
-BUDGET_WINDOW = 10.0  # the retry budget's sliding window (app.retry_budget)
+BUDGET_WINDOW = 10.0  # the retry budget's sliding window (app.upstream.retry_budget)
 # The chaos node: small thresholds so that every healing step happens within seconds.
 CHAOS_SETTINGS = {
     "WEB_CONCURRENCY": "2",

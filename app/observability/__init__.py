@@ -1,0 +1,1 @@
+"""Metrics, JSON log lines, healing events and per-request bookkeeping."""
