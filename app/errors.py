@@ -96,6 +96,22 @@ class UpstreamTimeout(UpstreamError):
         super().__init__(504, message, **kw)
 
 
+class UpstreamStalled(UpstreamTimeout):
+    """An attempt produced nothing for the stall timeout; the node closed it."""
+
+    def __init__(
+        self, message: str = "Upstream sent nothing for too long; the node gave up.", **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+
+
+class AttemptCancelled(UpstreamError):
+    """Another attempt of the same call answered first; the node closed this one."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(499, "Another attempt of this call answered first.", **kw)
+
+
 class UpstreamMalformed(UpstreamError):
     """Upstream answered with a body that is not what Gemini sends."""
 

@@ -28,6 +28,7 @@ from app.resilience import rate_limits
 from app.resilience.breaker import BreakerBoard
 from app.resilience.cooldowns import CooldownPolicy, Cooldowns
 from app.resilience.gateway import Gateway
+from app.resilience.hedging import HedgeConfig, Hedging
 from app.settings import Settings
 from app.state import StateStore
 from app.state.failover import FailoverStateStore
@@ -84,6 +85,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min, clock=clock),
         keys=pool,
         key_probe_interval=settings.key_probe_interval,
+        hedging=Hedging(hedge_config(settings), clock),
     )
     limiter = rate_limits.init_app(app, settings, limits_uri)
 
@@ -110,6 +112,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
     def tick() -> None:
         recycler.try_now()
         worker_file.tick()
+        export_hedge_delays(gateway)
 
     watcher = heal_watcher(healer, tick=tick)
     watchdog = Watchdog(
@@ -179,3 +182,27 @@ def describe_worker(
         "events": list(trail.events),
         "written_at": now,
     }
+
+
+def hedge_config(settings: Settings) -> HedgeConfig:
+    """Hedging and stall detection as configured: the stall timeout's cap is the upstream
+    read timeout, which would end a silent attempt there anyway."""
+    return HedgeConfig(
+        enabled=settings.hedge_enabled,
+        percentile=settings.hedge_percentile,
+        min_delay=settings.hedge_min_delay,
+        max_hedges=settings.hedge_max,
+        budget_ratio=settings.hedge_budget,
+        stall_timeout=settings.upstream_stall_timeout or None,
+        stall_cap=settings.upstream_timeout[1],
+    )
+
+
+def export_hedge_delays(gateway: Gateway) -> None:
+    """The hedge delay gauge, refreshed with the worker's file (not on every call)."""
+    if gateway.hedging is None:
+        return
+    for model, kinds in gateway.hedging.delays().items():
+        for kind, delay in kinds.items():
+            if delay is not None:
+                metrics.HEDGE_DELAY.labels(metrics.model_label(model), kind).set(delay)

@@ -126,6 +126,20 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _percentile(raw: str) -> float:
+    value = float(raw)
+    if not 50.0 <= value < 100.0:
+        raise ValueError("must be a percentile from 50 up to (not including) 100")
+    return value
+
+
+def _ratio(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be a fraction from 0 to 1 (0.05 is 5 %)")
+    return value
+
+
 def _at_least_one(raw: str) -> float:
     value = float(raw)
     if not 1.0 <= value < float("inf"):
@@ -208,6 +222,15 @@ class Settings:
     retry_backoff_max: float = _env("RETRY_BACKOFF_MAX", _positive_float, default=8.0)
     retry_budget_ratio: float = _env("RETRY_BUDGET_RATIO", _non_negative_float, default=0.2)
     retry_budget_min: int = _env("RETRY_BUDGET_MIN", _non_negative_int, default=10)
+    # hedged attempts and stall detection (README, Hedged attempts)
+    hedge_enabled: bool = _env("HEDGE_ENABLED", _bool, default=True)
+    hedge_percentile: float = _env("HEDGE_PERCENTILE", _percentile, default=95.0)
+    hedge_min_delay: float = _env("HEDGE_MIN_DELAY", _positive_float, default=0.5)
+    hedge_budget: float = _env("HEDGE_BUDGET", _ratio, default=0.05)
+    hedge_max: int = _env("HEDGE_MAX", _non_negative_int, default=1)
+    # 0: adaptive (a multiple of each model's recent latency, between a floor and a cap)
+    upstream_stall_timeout: float = _env("UPSTREAM_STALL_TIMEOUT", _non_negative_float, default=0.0)
+    stream_idle_timeout: float = _env("STREAM_IDLE_TIMEOUT", _positive_float, default=60.0)
     circuit_breaker_threshold: int = _env("CIRCUIT_BREAKER_THRESHOLD", _positive_int, default=5)
     circuit_breaker_timeout: float = _env("CIRCUIT_BREAKER_TIMEOUT", _positive_float, default=60.0)
     circuit_breaker_probes: int = _env("CIRCUIT_BREAKER_PROBES", _positive_int, default=3)

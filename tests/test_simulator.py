@@ -521,6 +521,8 @@ def test_stats_requests_and_reset(sim: SimulatorServer) -> None:
         "by_model": {MODEL: 2, "gemini-3.5-flash": 1},
         "by_method": {"generateContent": 2, "countTokens": 1, "listModels": 1},
         "faults_served": 0,
+        "closed_by_client": 0,
+        "closed_by_client_by_fault": {"hang": 0, "slow": 0, "stall": 0},
     }
     log = requests.get(f"{sim.url}/_sim/requests", params={"limit": 2}, timeout=5).json()
     assert [entry["api_method"] for entry in log] == ["countTokens", "listModels"]

@@ -10,11 +10,12 @@ from typing import Any
 from flask import Blueprint, Response, stream_with_context
 
 from app.api.client_auth import require_client_key
-from app.api.node import open_stream, relay
+from app.api.node import close_stream, open_stream, relay
 from app.api.validation import json_body
 from app.errors import ApiError, BadRequest
 from app.resilience import admission
 from app.resilience.gateway import get_gateway
+from app.resilience.hedging import STREAM
 from app.upstream import sse
 
 bp = Blueprint("legacy", __name__, url_prefix="/api")
@@ -31,7 +32,9 @@ def stream() -> Response:
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("Send a non-empty string as `signal` or `message`.")
     prompt = json.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]}).encode()
-    (first, events), model = get_gateway().call(None, partial(open_stream, prompt))
+    (first, events), model = get_gateway().call(
+        None, partial(open_stream, prompt), kind=STREAM, discard=close_stream
+    )
     return Response(
         stream_with_context(_text_events(model, first, events)),
         mimetype="text/event-stream",

@@ -22,6 +22,8 @@ from app.api.validation import (
 from app.errors import ApiError, BadRequest, UpstreamError, UpstreamMalformed, sse_error_event
 from app.resilience import admission
 from app.resilience.gateway import get_gateway
+from app.resilience.hedging import COUNT, STREAM
+from app.resilience.race import answered_by_hedge
 from app.upstream import sse
 from app.upstream.client import get_client
 
@@ -30,6 +32,7 @@ bp.before_request(require_client_key)
 admission.guard(bp)
 
 MODEL_HEADER = "X-L104-Model"
+HEDGED_HEADER = "X-L104-Hedged"  # "1" when a hedged attempt gave the answer
 JSON_TYPE = "application/json; charset=UTF-8"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _VERSIONS = "<any(v1, v1beta):version>"
@@ -59,7 +62,7 @@ def generate_content(model: str) -> Response:
     if "modelVersion" not in parsed:
         parsed["modelVersion"] = answered
         content = json.dumps(parsed).encode()
-    return Response(content, content_type=JSON_TYPE, headers={MODEL_HEADER: answered})
+    return Response(content, content_type=JSON_TYPE, headers=answer_headers(answered))
 
 
 def stream_generate_content(model: str) -> Response:
@@ -69,19 +72,33 @@ def stream_generate_content(model: str) -> Response:
         raise BadRequest("alt must be sse or json.")
     body, raw = json_body()
     check_contents(body)
-    (first, events), answered = get_gateway().call(model, partial(open_stream, raw))
+    (first, events), answered = get_gateway().call(
+        model, partial(open_stream, raw), kind=STREAM, discard=close_stream
+    )
     framing = _sse_frames if alt == "sse" else _array_frames
     mimetype = "text/event-stream" if alt == "sse" else "application/json"
     return Response(
         stream_with_context(framing(answered, first, events)),
         mimetype=mimetype,
-        headers={**STREAM_HEADERS, MODEL_HEADER: answered},
+        headers={**STREAM_HEADERS, **answer_headers(answered)},
     )
 
 
 def open_stream(raw: bytes, model: str) -> tuple[bytes, Generator[bytes, None, None]]:
     """Start an upstream stream and read its first event (see `first_event`)."""
     return first_event(get_client().stream(model, raw), model)
+
+
+def answer_headers(answered: str) -> dict[str, str]:
+    """The headers that say which model answered, and whether a hedge did."""
+    if answered_by_hedge.get():
+        return {MODEL_HEADER: answered, HEDGED_HEADER: "1"}
+    return {MODEL_HEADER: answered}
+
+
+def close_stream(opened: tuple[bytes, Generator[bytes, None, None]]) -> None:
+    """Release a stream that lost a hedged race (its connection is closed)."""
+    opened[1].close()
 
 
 def first_event(
@@ -135,8 +152,8 @@ def count_tokens(model: str) -> Response:
     body, raw = json_body()
     check_count_tokens(body)
     client = get_client()
-    content, answered = get_gateway().call(model, lambda m: client.count_tokens(m, raw))
-    return Response(content, content_type=JSON_TYPE, headers={MODEL_HEADER: answered})
+    content, answered = get_gateway().call(model, lambda m: client.count_tokens(m, raw), kind=COUNT)
+    return Response(content, content_type=JSON_TYPE, headers=answer_headers(answered))
 
 
 def embed_content(model: str) -> Response:
@@ -159,7 +176,7 @@ def _embed(model: str, method: str, raw: bytes) -> Response:
     content, answered = get_gateway().call(
         model, lambda m: client.embed(m, method, raw), rotate=False
     )
-    return Response(content, content_type=JSON_TYPE, headers={MODEL_HEADER: answered})
+    return Response(content, content_type=JSON_TYPE, headers=answer_headers(answered))
 
 
 _METHODS = {

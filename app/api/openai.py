@@ -18,11 +18,12 @@ from flask import Blueprint, Response, current_app, g, request, stream_with_cont
 from app import errors
 from app.api import openai_wire
 from app.api.client_auth import key_is_valid
-from app.api.node import MODEL_HEADER, STREAM_HEADERS, first_event, relay
+from app.api.node import STREAM_HEADERS, answer_headers, close_stream, first_event, relay
 from app.api.validation import json_body
 from app.errors import ApiError
 from app.resilience import admission
 from app.resilience.gateway import get_gateway
+from app.resilience.hedging import STREAM
 from app.settings import Settings
 from app.surfaces import OPENAI
 from app.upstream.client import get_client
@@ -70,7 +71,7 @@ def chat_completions() -> Response:
     if "model" not in parsed:
         parsed["model"] = answered
         content = json.dumps(parsed).encode()
-    return Response(content, content_type=openai_wire.JSON_TYPE, headers={MODEL_HEADER: answered})
+    return Response(content, content_type=openai_wire.JSON_TYPE, headers=answer_headers(answered))
 
 
 def _forward(
@@ -85,11 +86,13 @@ def _forward(
 
 
 def _stream_chat(model: str, body: dict[str, object]) -> Response:
-    (first, events), answered = get_gateway().call(model, partial(_open_stream, body))
+    (first, events), answered = get_gateway().call(
+        model, partial(_open_stream, body), kind=STREAM, discard=close_stream
+    )
     return Response(
         stream_with_context(_frames(answered, first, events)),
         mimetype="text/event-stream",
-        headers={**STREAM_HEADERS, MODEL_HEADER: answered},
+        headers={**STREAM_HEADERS, **answer_headers(answered)},
     )
 
 
@@ -119,7 +122,7 @@ def embeddings() -> Response:
     )
     openai_wire.check_embedding_input(body)
     (_, content), answered = _forward("embeddings", model, body, rotate=False)
-    return Response(content, content_type=openai_wire.JSON_TYPE, headers={MODEL_HEADER: answered})
+    return Response(content, content_type=openai_wire.JSON_TYPE, headers=answer_headers(answered))
 
 
 @bp.get("/models")

@@ -52,6 +52,23 @@ def retry_success(model: str, retries: int) -> None:
     metrics.RETRY_SUCCESSES.labels(metrics.model_label(model)).inc()
 
 
+def hedge_started(requested: str, model: str, key: str, after: float) -> None:
+    """A call's attempt produced nothing within the hedge delay: another one starts."""
+    log_event(log, "hedge_started", model=requested, hedge_model=model, key=key, after=after)
+
+
+def hedge_won(requested: str, model: str, key: str, seconds: float) -> None:
+    """A hedge answered first; the attempt it raced was closed."""
+    log_event(log, "hedge_won", model=requested, hedge_model=model, key=key, seconds=seconds)
+    metrics.HEDGES.labels(metrics.model_label(requested), "won").inc()
+
+
+def attempt_stalled(model: str, key: str, seconds: float) -> None:
+    """An attempt produced nothing for the stall timeout and was abandoned."""
+    log_event(log, "upstream_stalled", logging.WARNING, model=model, key=key, seconds=seconds)
+    metrics.STALLS.labels(metrics.model_label(model)).inc()
+
+
 def model_rotation(from_model: str, to_model: str, reasons: dict[str, str]) -> None:
     """A request was answered by another model than the first candidate."""
     log_event(log, "model_rotation", from_model=from_model, to_model=to_model, skipped=reasons)

@@ -69,7 +69,7 @@ def access_entry(record: logging.LogRecord) -> dict[str, Any]:
     may send their key as `?key=`."""
     atoms: Any = record.args
     request_id = atoms["{x-request-id}o"]
-    return {
+    entry = {
         "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
         "level": record.levelname,
         "event": "access",
@@ -85,6 +85,9 @@ def access_entry(record: logging.LogRecord) -> dict[str, Any]:
         "duration_ms": atoms["M"],
         "user_agent": atoms["a"],
     }
+    if atoms.get("{x-l104-hedged}o") == "1":
+        entry["hedged"] = True  # the answer came from a hedged attempt
+    return entry
 
 
 def gunicorn_logconfig(settings: Settings) -> dict[str, Any]:

@@ -46,6 +46,23 @@ UPSTREAM_CALLS = Counter(
 UPSTREAM_SECONDS = Histogram(
     "l104_upstream_duration_seconds", "Upstream call latency", ["model"], buckets=LATENCY_BUCKETS
 )
+HEDGES = Counter(
+    "l104_hedges",
+    "Hedged attempts by the model first tried and outcome (won, lost, failed, skipped_budget, "
+    "no_route)",
+    ["model", "outcome"],
+)
+HEDGE_DELAY = Gauge(
+    "l104_hedge_delay_seconds",
+    "The hedge delay now, per model and call kind (the highest of the live workers)",
+    ["model", "kind"],
+    multiprocess_mode="livemax",
+)
+STALLS = Counter(
+    "l104_upstream_stalls",
+    "Attempts abandoned after the stall timeout (before an answer or a stream's first event)",
+    ["model"],
+)
 # `key`: an upstream key's id (app.upstream.key_pool), never the key; bounded by GEMINI_API_KEYS
 KEY_CALLS = Counter(
     "l104_upstream_key_calls", "Upstream calls by upstream key id and outcome", ["key", "outcome"]

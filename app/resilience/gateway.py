@@ -5,34 +5,47 @@ GEMINI_MODELS in order, skipping models that are cooling down or whose breaker i
 attempt runs `op(model)`, which makes the upstream call (with urllib3 retries inside it).
 `rotate=False` (embeddings: vectors of two models are not comparable) tries only the
 requested model, with the same breakers, cooldowns, deadline and retry budget.
+
+Each attempt is watched (`app.resilience.hedging`): one that has produced nothing within the
+hedge delay gets a hedge, the same model on another key first, else the next model of the
+rotation (`app.resilience.race`), and one silent for the stall timeout is ended and counted
+as a failure of its model.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 from flask import current_app
 
 from app.clock import Clock
 from app.errors import (
     ApiError,
+    AttemptCancelled,
     UpstreamError,
     UpstreamKeyRefused,
     UpstreamMalformed,
     UpstreamRateLimited,
     UpstreamRejected,
+    UpstreamStalled,
     UpstreamTimeout,
 )
 from app.observability import events, metrics
 from app.resilience.breaker import BreakerOpenError, ModelBreaker, Permit
 from app.resilience.cooldowns import Cooldowns
+from app.resilience.hedging import EMBED, UNARY, Hedging
+from app.resilience.race import CallPlan, Race, answered_by_hedge, discard_result
+from app.resilience.timer import Timer
 from app.state import StateStore
 from app.surfaces import GEMINI, current_api
+from app.upstream.attempts import STALLED, Attempt, current_attempt
 from app.upstream.backoff import Deadline
 from app.upstream.key_pool import KeyPool, UpstreamKey, current_key
 from app.upstream.retry_budget import RetryBudget
@@ -63,6 +76,8 @@ def error_kind(error: UpstreamError) -> str:
     """A short, bounded name for an upstream error (tracker and metric label)."""
     if isinstance(error, UpstreamRateLimited):
         return "per_day_quota" if error.per_day else "rate_limited"
+    if isinstance(error, UpstreamStalled):
+        return "stalled"
     if isinstance(error, UpstreamTimeout):
         return "timeout"
     if isinstance(error, UpstreamMalformed):
@@ -107,6 +122,8 @@ class Gateway:
         keys: KeyPool | None = None,
         key_probe_interval: float = 300.0,
         recent: RecentCalls | None = None,
+        hedging: Hedging | None = None,
+        timer: Timer | None = None,
     ) -> None:
         self.models = models
         self._breaker = breakers
@@ -120,6 +137,8 @@ class Gateway:
         self.key_probe_interval = key_probe_interval
         self._turn = itertools.count()
         self.recent = recent or RecentCalls()
+        self.hedging = hedging
+        self.timer = timer or Timer(clock)
 
     def candidates(self, requested: str | None, rotate: bool = True) -> list[str]:
         """The requested model first (when served), then the rotation list in order."""
@@ -132,23 +151,39 @@ class Gateway:
         return [requested, *self.models] if self.allow_unlisted else []
 
     def call(
-        self, requested: str | None, op: Callable[[str], T], rotate: bool = True
+        self,
+        requested: str | None,
+        op: Callable[[str], T],
+        rotate: bool = True,
+        kind: str = UNARY,
+        discard: Callable[[T], None] | None = None,
     ) -> tuple[T, str]:
         """Run `op` on the first model that answers; raise a Gemini-style error otherwise.
-        Without `rotate`, only `requested` is tried."""
+        Without `rotate`, only `requested` is tried. `kind` names the call's latency window
+        (a unary answer, a stream's first event, an embedding); `discard` releases what a
+        losing hedged answer holds (a stream)."""
         deadline = Deadline(self.deadline_seconds, self._clock)
         token = current_deadline.set(deadline)
         budget_token = current_budget.set(self.budget)
         if self.budget is not None:
             self.budget.request()
+        if self.hedging is not None:
+            self.hedging.budget.request()
+        answered_by_hedge.set(False)
         try:
-            return self._rotate(self.candidates(requested, rotate), op, deadline)
+            candidates = self.candidates(requested, rotate)
+            return self._rotate(candidates, op, deadline, kind if rotate else EMBED, discard)
         finally:
             current_deadline.reset(token)
             current_budget.reset(budget_token)
 
     def _rotate(
-        self, candidates: list[str], op: Callable[[str], T], deadline: Deadline
+        self,
+        candidates: list[str],
+        op: Callable[[str], T],
+        deadline: Deadline,
+        kind: str = UNARY,
+        discard: Callable[[T], None] | None = None,
     ) -> tuple[T, str]:
         attempted = Attempted(skipped={})
         pool = self.keys
@@ -161,6 +196,7 @@ class Gateway:
             keys = self._spread(
                 keys, [k for k in keys if pool.route(candidates[0], k) not in resting]
             )
+        hedged: set[str] = set()
         for model in candidates:
             for key in list(keys):
                 if key not in keys:
@@ -168,6 +204,8 @@ class Gateway:
                 if deadline.expired():
                     raise self._exhausted(attempted, deadline)
                 route = pool.route(model, key)
+                if route in hedged:
+                    continue  # a hedge of this call already tried it
                 if route in resting:
                     attempted.skipped[route] = resting[route].reason
                     attempted.wait(self._cooldowns.remaining(resting[route]))
@@ -185,41 +223,244 @@ class Gateway:
                     attempted.skipped[route] = "circuit_open"
                     attempted.wait(refused.retry_after)
                     continue
+                plan = CallPlan(
+                    model,
+                    op,
+                    kind,
+                    deadline,
+                    discard,
+                    self._fallbacks(model, key, candidates, keys, kind),
+                    frozenset(resting),
+                )
+                race = self._start_race(plan, key)
                 started = time.perf_counter()
                 token = current_key.set(key)
+                attempt_token = current_attempt.set(race.primary)
                 try:
                     result = op(model)
+                except AttemptCancelled:
+                    breaker.release(permit)  # a hedge won: not this model's failure
+                    metrics.HEDGES.labels(metrics.model_label(model), "lost").inc()
+                    return self._winner(race)
                 except UpstreamKeyRefused as error:
                     breaker.release(permit)
                     self._disable_key(key, error)
                     keys.remove(key)
                     attempted.skipped[route] = "key_refused"
+                    if (won := self._hedge_outcome(race, deadline, hedged)) is not None:
+                        return won
                     continue
                 except UpstreamError as error:
                     self._failed(model, key, breaker, permit, error, attempted, started)
                     if isinstance(error, UpstreamRejected) and error.code != 404:
+                        race.end_hedges()
                         raise  # the request itself was refused: another model would refuse it too
-                    if isinstance(error, UpstreamRateLimited):
-                        continue  # that key's quota: the same model on the pool's other keys
+                    if (won := self._hedge_outcome(race, deadline, hedged)) is not None:
+                        return won
+                    if isinstance(error, UpstreamRateLimited | UpstreamStalled):
+                        continue  # that key's quota or hang: the same model on other keys
                     break  # the model's own failure: the next model
                 except BaseException:
                     breaker.release(permit)
+                    race.end_hedges()
                     raise
                 finally:
+                    current_attempt.reset(attempt_token)
                     current_key.reset(token)
-                breaker.record_success(permit)
-                metrics.UPSTREAM_CALLS.labels(_api(), metrics.model_label(model), "ok").inc()
-                metrics.KEY_CALLS.labels(key.id, "ok").inc()
-                self.recent.count(model, ok=True)
-                metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(
-                    time.perf_counter() - started
-                )
+                    race.close()
+                self._succeeded(model, key, breaker, permit, started, kind)
+                if not race.claim(result, model, race.primary):
+                    discard_result(plan, result)  # a hedge answered in the same instant
+                    return self._winner(race)
                 if model != candidates[0]:
                     events.model_rotation(candidates[0], model, attempted.skipped)
                 return result, model
         if not keys:
             raise self._every_key_refused()
         raise self._exhausted(attempted, deadline)
+
+    def _succeeded(
+        self,
+        model: str,
+        key: UpstreamKey,
+        breaker: ModelBreaker,
+        permit: Permit,
+        started: float,
+        kind: str,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        breaker.record_success(permit)
+        metrics.UPSTREAM_CALLS.labels(_api(), metrics.model_label(model), "ok").inc()
+        metrics.KEY_CALLS.labels(key.id, "ok").inc()
+        self.recent.count(model, ok=True)
+        metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(seconds)
+        if self.hedging is not None:
+            self.hedging.observe(model, kind, seconds)
+
+    def _fallbacks(
+        self,
+        model: str,
+        key: UpstreamKey,
+        candidates: list[str],
+        keys: list[UpstreamKey],
+        kind: str,
+    ) -> list[tuple[str, UpstreamKey]]:
+        """Where a hedge of (model, key) may go, in order: the same model on the pool's
+        other keys, then the models after it in the rotation (for calls that rotate); for
+        an embedding, or with no other route at all, the same model and key again."""
+        routes = [(model, k) for k in keys if k is not key]
+        if kind != EMBED:
+            later = candidates[candidates.index(model) + 1 :]
+            routes += [(m, k) for m in later for k in keys]
+        return routes or [(model, key)]
+
+    def _start_race(self, plan: CallPlan[T], key: UpstreamKey) -> Race[T]:
+        """The primary attempt's race, with its stall timer and, when hedging is on and
+        there is time for it, its first hedge's timer."""
+        race: Race[T] = Race(plan, Attempt())
+        hedging = self.hedging
+        if hedging is None:
+            return race
+        stall = hedging.stall_timeout(plan.requested, plan.kind)
+        race.entries.append(
+            self.timer.schedule(stall, partial(self._stalled, race.primary, plan, key, stall))
+        )
+        delay = hedging.delay(plan.requested, plan.kind, plan.deadline.remaining())
+        if delay is not None:
+            race.entries.append(self.timer.schedule(delay, partial(self._hedge, race, delay)))
+        return race
+
+    def _stalled(
+        self, attempt: Attempt, plan: CallPlan[Any], key: UpstreamKey, after: float
+    ) -> None:
+        """The stall timer's callback: end the attempt if it has received nothing for
+        `after` seconds; bytes since then push the check back."""
+        if attempt.ended is not None:
+            return
+        if attempt.last_read is not None:
+            left = attempt.last_read + after - self._clock.monotonic()
+            if left > 0:
+                self.timer.schedule(left, partial(self._stalled, attempt, plan, key, after))
+                return
+        if attempt.end(STALLED):
+            events.attempt_stalled(plan.requested, key.id, after)
+
+    def _hedge(self, race: Race[Any], delay: float) -> None:
+        """The timer's callback: start a hedge if the race is still on and the budget and
+        the deadline allow it (quick: the hedge runs on a thread of its own)."""
+        hedging = self.hedging
+        plan = race.plan
+        if hedging is None or race.settled or plan.deadline.expired():
+            return
+        if race.hedges_started() >= hedging.config.max_hedges:
+            return
+        if not hedging.budget.try_extra():
+            metrics.HEDGES.labels(metrics.model_label(plan.requested), "skipped_budget").inc()
+            return
+        race.hedge_began()
+        context = plan.context.copy()
+        thread = threading.Thread(
+            target=context.run, args=(self._run_hedge, race, delay), daemon=True
+        )
+        thread.start()
+        if race.hedges_started() < hedging.config.max_hedges:
+            race.entries.append(self.timer.schedule(delay, partial(self._hedge, race, delay)))
+
+    def _run_hedge(self, race: Race[Any], delay: float) -> None:
+        """A hedge's thread: the first fallback route whose breaker admits it, raced against
+        the attempts already running."""
+        plan = race.plan
+        try:
+            for model, key in plan.fallbacks:
+                route = self.keys.route(model, key)
+                if route in plan.resting or route in race.tried:
+                    continue
+                breaker = self._breaker(route)
+                try:
+                    permit = breaker.admit()
+                except BreakerOpenError:
+                    continue
+                attempt = Attempt()
+                if not race.add_hedge(attempt, route):
+                    breaker.release(permit)
+                    return
+                events.hedge_started(plan.requested, model, key.id, delay)
+                self._hedge_attempt(race, attempt, model, key, breaker, permit)
+                return
+            metrics.HEDGES.labels(metrics.model_label(plan.requested), "no_route").inc()
+        finally:
+            race.hedge_ended()
+
+    def _hedge_attempt(
+        self,
+        race: Race[Any],
+        attempt: Attempt,
+        model: str,
+        key: UpstreamKey,
+        breaker: ModelBreaker,
+        permit: Permit,
+    ) -> None:
+        plan = race.plan
+        requested = metrics.model_label(plan.requested)
+        hedging = self.hedging
+        stall = hedging.stall_timeout(model, plan.kind) if hedging is not None else None
+        entry = (
+            self.timer.schedule(stall, partial(self._stalled, attempt, plan, key, stall))
+            if stall is not None
+            else None
+        )
+        started = time.perf_counter()
+        key_token = current_key.set(key)
+        attempt_token = current_attempt.set(attempt)
+        try:
+            result = plan.op(model)
+        except AttemptCancelled:
+            breaker.release(permit)
+            metrics.HEDGES.labels(requested, "lost").inc()
+        except UpstreamKeyRefused as error:
+            breaker.release(permit)
+            self._disable_key(key, error)
+            metrics.HEDGES.labels(requested, "failed").inc()
+        except UpstreamError as error:
+            self._failed(model, key, breaker, permit, error, Attempted(skipped={}), started)
+            metrics.HEDGES.labels(requested, "failed").inc()
+        except BaseException:
+            breaker.release(permit)
+            raise
+        else:
+            self._succeeded(model, key, breaker, permit, started, plan.kind)
+            if race.claim(result, model, attempt):
+                events.hedge_won(plan.requested, model, key.id, time.perf_counter() - started)
+            else:
+                discard_result(plan, result)
+                metrics.HEDGES.labels(requested, "lost").inc()
+        finally:
+            if entry is not None:
+                entry.cancel()
+            attempt.finish()
+            current_attempt.reset(attempt_token)
+            current_key.reset(key_token)
+
+    def _hedge_outcome(
+        self, race: Race[T], deadline: Deadline, hedged: set[str]
+    ) -> tuple[T, str] | None:
+        """After the primary failed: a running hedge's answer, if one comes (the call goes
+        on from there otherwise, skipping the routes its hedges took)."""
+        if not race.hedges_started():
+            return None
+        won = race.wait_for_hedges(max(deadline.remaining(), 0.0))
+        hedged.update(race.tried)
+        if won is None:
+            return None
+        answered_by_hedge.set(won[2])
+        return won[0], won[1]
+
+    @staticmethod
+    def _winner(race: Race[T]) -> tuple[T, str]:
+        if race.winner is None:
+            raise AttemptCancelled()  # not reached: an attempt is cancelled only by a winner
+        answered_by_hedge.set(race.winner[2])
+        return race.winner[0], race.winner[1]
 
     @contextmanager
     def any_usable_key(self) -> Iterator[None]:

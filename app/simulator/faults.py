@@ -1,11 +1,13 @@
 """Fault injection: a thread-safe registry of faults, one per (API key, model), with counts.
 
 A fault may be limited to the calls made with one API key; the registry holds that key by
-its id only.
+its id only. A fault may hit only a `rate` of the calls reaching it, chosen by count, not at
+random: rate 0.2 hits the 5th, 10th, 15th... call.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,8 @@ from app.simulator.methods import GET_MODEL_METHODS, MODEL_METHODS
 
 ANY_MODEL = "*"
 MAX_HANG_SECONDS = 600.0
+# Absorbs float error in `seen * rate` (0.29 * 100 is 28.999999999999996).
+_RATE_EPSILON = 1e-9
 
 # Every fault kind with its parameters and their defaults.
 FAULT_PARAMS: dict[str, dict[str, Any]] = {
@@ -25,7 +29,9 @@ FAULT_PARAMS: dict[str, dict[str, Any]] = {
     "503": {},
     "504": {},
     "reset": {},
-    "hang": {"seconds": 30.0},
+    "hang": {"seconds": None},  # None: until the client closes (at most MAX_HANG_SECONDS)
+    "slow": {"seconds": 10.0},
+    "stall": {"after": 1},
     "latency": {"ms": 1000.0},
     "slow_body": {"ms": 200.0},
     "malformed": {},
@@ -33,12 +39,15 @@ FAULT_PARAMS: dict[str, dict[str, Any]] = {
     "invalid_key": {},
     "permission_denied": {},
 }
+# Every fault kind accepts this too: the fraction of the calls reaching the fault it hits.
+RATE_PARAM = "rate"
 # Faults that also apply to getting one model (native and OpenAI-compatible); every fault
 # applies to the model methods (generation, embeddings, chat completions).
-MODEL_GET_FAULTS = frozenset({"reset", "hang", "latency"})
+MODEL_GET_FAULTS = frozenset({"reset", "hang", "latency", "slow", "stall"})
 # Faults of the key, not the model: they apply to every call, listing models included, and
 # come before anything else is checked.
 KEY_FAULTS = frozenset({"invalid_key", "permission_denied"})
+CALL_FAULTS = frozenset(FAULT_PARAMS) - KEY_FAULTS
 
 
 class FaultError(ControlError):
@@ -54,6 +63,25 @@ class Fault:
     remaining: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     key_id: str | None = None  # None: calls with any key (or none)
+    seen: int = 0  # calls that reached this fault, hit or not (for `rate`)
+
+    @property
+    def rate(self) -> float:
+        """The fraction of the calls reaching this fault that it hits."""
+        return float(self.params.get(RATE_PARAM, 1.0))
+
+    def hits_next(self) -> bool:
+        """Count one more call reaching this fault; whether the fault hits it.
+
+        The call hits when it takes `seen * rate` past a whole number, so exactly
+        floor(n * rate) of the first n calls are hit, evenly spread.
+        """
+        self.seen += 1
+        rate = self.rate
+        if rate >= 1.0:
+            return True
+        now = math.floor(self.seen * rate + _RATE_EPSILON)
+        return now > math.floor((self.seen - 1) * rate + _RATE_EPSILON)
 
     def applies_to(self, api_method: str) -> bool:
         """Whether this fault affects a call of `api_method`."""
@@ -90,6 +118,14 @@ def _integer(name: str, value: object, low: int) -> int:
     return value
 
 
+def _rate(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FaultError("rate must be a number in (0, 1]")
+    if not 0 < value <= 1:  # NaN fails this too
+        raise FaultError("rate must be a number in (0, 1]")
+    return float(value)
+
+
 def _delay(value: object) -> str:
     """A RetryInfo delay: "26s", "45.83s", or a number of seconds."""
     if isinstance(value, str):
@@ -113,6 +149,8 @@ def parse_fault(spec: object) -> Fault:
     kind = options.pop("fault", None)
     count = options.pop("count", None)
     key = options.pop("key", None)
+    given_rate = RATE_PARAM in options
+    rate = options.pop(RATE_PARAM, None)
     if not isinstance(model, str) or not model:
         raise FaultError('model must be a model id or "*"')
     if key is not None and (not isinstance(key, str) or not key):
@@ -128,11 +166,13 @@ def parse_fault(spec: object) -> Fault:
             f"unknown parameter(s) for {kind}: {', '.join(unknown)} (allowed: {allowed})"
         )
     params = {**defaults, **options}
+    if given_rate:  # shown only when given, so a plain fault's params stay as they were
+        params[RATE_PARAM] = _rate(rate)
     if "retry_delay" in options:
         params["retry_delay"] = _delay(options["retry_delay"])
     if "no_details" in options and not isinstance(options["no_details"], bool):
         raise FaultError("no_details must be true or false")
-    if "seconds" in options:
+    if "seconds" in options and not (kind == "hang" and options["seconds"] is None):
         params["seconds"] = _number("seconds", options["seconds"], 0.0, MAX_HANG_SECONDS)
     if "ms" in options:
         params["ms"] = _number("ms", options["ms"], 0.0, MAX_HANG_SECONDS * 1000)
@@ -184,7 +224,8 @@ class FaultRegistry:
 
         A fault for the call's key and model wins over one for its key, then over a key-less
         fault for the model, then "*". When the winner's kind is not in `only` (if given),
-        nothing is taken.
+        nothing is taken. A winner whose `rate` spares this call leaves it fault-free (no
+        other fault stands in) and keeps its count.
         """
         if not self._faults:  # the common case needs no lock
             return None
@@ -194,6 +235,8 @@ class FaultRegistry:
                 if fault is None or not fault.applies_to(api_method):
                     continue
                 if only is not None and fault.kind not in only:
+                    return None
+                if not fault.hits_next():
                     return None
                 if fault.remaining is not None:
                     fault.remaining -= 1

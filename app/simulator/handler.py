@@ -17,10 +17,11 @@ from app.simulator import responses as r
 from app.simulator.control import handle_control
 from app.simulator.errors import ApiError
 from app.simulator.fault_errors import fault_error, key_fault_error
-from app.simulator.faults import KEY_FAULTS, Fault
+from app.simulator.faults import CALL_FAULTS, KEY_FAULTS, MAX_HANG_SECONDS, Fault
 from app.simulator.frames import CONTENT_TYPES, END, MALFORMED, Framing, StampedFrames, frames
 from app.simulator.keys import Credentials, credentials
 from app.simulator.state import SimulatorState
+from app.simulator.waits import wait_on_client
 from app.simulator.wire import JSON_TYPE, BodyError, ClientGone, WireHandler
 
 _API_PATH = re.compile(r"/(v1|v1beta)/models(?:/([^/:]+)(?::([^/:]+))?)?")
@@ -51,7 +52,7 @@ def _require_object(body: object, raw: bytes | None) -> dict[str, Any]:
 
 
 class _Answered(Exception):
-    """A fault was the whole answer (a reset, a hang): nothing more to send."""
+    """A fault was the whole answer (a reset, a hang, a client gone): nothing more to send."""
 
 
 class SimulatorHandler(WireHandler):
@@ -60,6 +61,7 @@ class SimulatorHandler(WireHandler):
     state: SimulatorState
     openai = False  # the request is for the OpenAI-compatible surface (errors are arrays)
     caller = credentials("none", None)  # the credentials of the request being answered
+    fault_kind: str | None = None  # the fault that hit the request being answered
 
     def setup(self) -> None:
         """Bind the shared state once per connection."""
@@ -75,9 +77,21 @@ class SimulatorHandler(WireHandler):
 
     def _handle(self) -> None:
         self.responded = False
+        self.fault_kind = None
         path, _, query_text = self.path.partition("?")
         self.openai = path.startswith(oa.PREFIX)
         query = dict(parse_qsl(query_text, keep_blank_values=True)) if query_text else {}
+        try:
+            self._route(path, query)
+        except OSError as error:  # the client went away mid-answer (an error answer too)
+            self.close_connection = True
+            # A stopping server shuts connections itself; a write timeout is a client that
+            # stopped reading, not one that left.
+            went = not isinstance(error, TimeoutError) and not self.state.stopping.is_set()
+            if went and not path.startswith("/_sim/"):
+                self.state.recorder.closed_by_client(self.fault_kind)
+
+    def _route(self, path: str, query: dict[str, str]) -> None:
         try:
             try:
                 raw = self.read_body()
@@ -87,6 +101,8 @@ class SimulatorHandler(WireHandler):
                     self._record(path, query, None, None, None)
                 self._send_error(ApiError(error.code, error.message))
                 return
+            except OSError:  # not a call being answered yet: not counted as closed by it
+                raise ClientGone from None
             if path.startswith("/_sim/"):
                 code, body = handle_control(self.state, self.command, path, query, raw)
                 self.send_body(code, body)
@@ -101,8 +117,8 @@ class SimulatorHandler(WireHandler):
             self.close_connection = True
         except ApiError as error:
             self._send_error(error)
-        except OSError:  # the client went away mid-answer
-            self.close_connection = True
+        except OSError:
+            raise  # for `_handle`: not a bug
         except Exception as error:  # never let a request take the server down
             self.report_bug(error)
 
@@ -273,14 +289,17 @@ class SimulatorHandler(WireHandler):
         """Count the call against its key's quota, then apply the part of its fault that
         comes before any answer, and return the fault.
 
-        Raises ApiError for a quota refusal or an error fault, _Answered for a reset or a hang.
+        Raises ApiError for a quota refusal or an error fault, _Answered for a reset, a hang
+        (a stall on a call that is not a stream) or a slow call whose client went.
         """
         kid = self.caller.key_id
         self.state.quotas.charge(kid, model, api_method, self.state.clock.now())
-        fault = self.state.faults.take(model, api_method, kid)
+        # Key faults had their turn in `_check_key` (a rate counts each call once).
+        fault = self.state.faults.take(model, api_method, kid, only=CALL_FAULTS)
         if fault is None:
             return None
         self.state.recorder.fault_served()
+        self.fault_kind = fault.kind
         error = fault_error(fault, model, kid)
         if error is not None:
             raise error
@@ -288,12 +307,25 @@ class SimulatorHandler(WireHandler):
         if kind == "reset" or (kind == "stream_cut" and not streaming):
             self.abort()
             raise _Answered
-        if kind == "hang":
-            self.state.stopping.wait(fault.params["seconds"])
+        if kind == "hang" or (kind == "stall" and not streaming):
+            self._hold(fault.params.get("seconds"))  # then close without an answer
+            raise _Answered
+        if kind == "slow" and not self._hold(fault.params["seconds"]):
             raise _Answered
         if kind == "latency":
             self.state.stopping.wait(fault.params["ms"] / 1000)
         return fault
+
+    def _hold(self, seconds: float | None) -> bool:
+        """Send nothing for `seconds` (None: until the client closes); whether that time
+        passed. A client closing first is counted, and the connection is then closed."""
+        limit = MAX_HANG_SECONDS if seconds is None else seconds
+        outcome = wait_on_client(self.connection, limit, self.state.stopping)
+        if outcome == "gone":
+            self.state.recorder.closed_by_client(self.fault_kind)
+        if outcome != "elapsed":
+            self.close_connection = True
+        return outcome == "elapsed"
 
     def _send(self, body: bytes, fault: Fault | None, content_type: str = JSON_TYPE) -> None:
         """A 200 answer, reshaped by a `slow_body` or `malformed` fault."""
@@ -330,6 +362,8 @@ class SimulatorHandler(WireHandler):
             self._send_slowly(body, fault.params["ms"] / 1000, CONTENT_TYPES[framing])
             return
         cut = fault.params["after"] if fault is not None and kind == "stream_cut" else None
+        stall = fault.params["after"] if fault is not None and kind == "stall" else None
+        limit = cut if stall is None else stall
         config = self.state.config.snapshot()
         delay = config["chunk_delay_ms"] / 1000
         if config["stamp_chunks"] and kind != "malformed":
@@ -337,16 +371,17 @@ class SimulatorHandler(WireHandler):
         self.start_stream(200, CONTENT_TYPES[framing])
         # The pause comes before the next frame is taken: a stamped frame is stamped after it.
         for index, frame in enumerate(sent):
-            if cut is not None and index >= cut:
-                self.close_connection = True
-                return
+            if limit is not None and index >= limit:
+                break
             self.write_chunk(frame)
             more = index + 1 < len(sent)
             if more and delay and self.state.stopping.wait(delay):
                 self.close_connection = True
                 return
-        if cut is not None:
-            self.close_connection = True
+        if limit is None:
+            self.write_chunk(end)
+            self.end_stream()
             return
-        self.write_chunk(end)
-        self.end_stream()
+        if stall is not None:  # the stream goes silent, open, until the client gives up
+            self._hold(None)
+        self.close_connection = True

@@ -24,6 +24,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 MAX_STREAM_CHUNKS = 10_000
 MAX_DELAY_MS = 600_000
+# The kinds `closed_by_client_by_fault` always shows (0 until counted); a write failing on any
+# other call adds its fault's kind, or NO_FAULT. Both counters are left out of the stats until
+# a client closed a call since the last reset, so the stats of a run without any keep the
+# shape they always had.
+WAITING_FAULTS = ("hang", "slow", "stall")
+NO_FAULT = "none"
 
 
 class ConfigError(ControlError):
@@ -73,7 +79,8 @@ class Config:
 
 class Recorder:
     """Counts API calls (by model, method and key id; in flight now, and the most at once
-    since the last reset) and keeps the last `REQUEST_LOG_SIZE` of them."""
+    since the last reset; closed by their client before they were answered) and keeps the
+    last `REQUEST_LOG_SIZE` of them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -86,6 +93,8 @@ class Recorder:
         self._faults_served = 0
         self._in_flight = 0
         self._peak_in_flight = 0
+        self._closed_by_client = 0
+        self._closed_by_fault = dict.fromkeys(WAITING_FAULTS, 0)
 
     def call_started(self) -> None:
         """An API call is being answered (counted until `call_ended`)."""
@@ -121,9 +130,20 @@ class Recorder:
         with self._lock:
             self._faults_served += 1
 
+    def closed_by_client(self, fault_kind: str | None) -> None:
+        """Count one call whose client closed the connection before it was answered."""
+        kind = fault_kind or NO_FAULT
+        with self._lock:
+            self._closed_by_client += 1
+            self._closed_by_fault[kind] = self._closed_by_fault.get(kind, 0) + 1
+
     def stats(self) -> dict[str, Any]:
         """The counters in their JSON form."""
         with self._lock:
+            closed: dict[str, Any] = {
+                "closed_by_client": self._closed_by_client,
+                "closed_by_client_by_fault": dict(self._closed_by_fault),
+            }
             return {
                 "total": self._total,
                 "by_model": dict(self._by_model),
@@ -133,6 +153,7 @@ class Recorder:
                 "faults_served": self._faults_served,
                 "in_flight": self._in_flight,
                 "peak_in_flight": self._peak_in_flight,
+                **closed,
             }
 
     def requests(self, limit: int) -> list[dict[str, Any]]:
@@ -152,6 +173,8 @@ class Recorder:
             self._by_key_model.clear()
             self._faults_served = 0
             self._peak_in_flight = self._in_flight
+            self._closed_by_client = 0
+            self._closed_by_fault = dict.fromkeys(WAITING_FAULTS, 0)
 
 
 class SimulatorState:

@@ -17,9 +17,17 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 
 from app.clock import SYSTEM_CLOCK, Clock
-from app.errors import UpstreamError, UpstreamMalformed, UpstreamTimeout, UpstreamUnavailable
+from app.errors import (
+    AttemptCancelled,
+    UpstreamError,
+    UpstreamMalformed,
+    UpstreamStalled,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from app.observability import events, metrics
 from app.settings import Settings
+from app.upstream.attempts import CANCELLED, STALLED, bytes_arrived, ended_reason
 from app.upstream.backoff import Deadline
 from app.upstream.errors import error_from_response
 from app.upstream.key_pool import current_key
@@ -74,6 +82,7 @@ class UpstreamClient:
         self._openai = f"{settings.gemini_api_base}/openai"
         self._default_key = settings.upstream_keys[0]  # calls made outside the gateway
         self._timeout = settings.upstream_timeout
+        self._stream_idle = settings.stream_idle_timeout
         self._clock = clock
         self._lock = threading.Lock()
         self._session = build_session(settings)
@@ -165,7 +174,7 @@ class UpstreamClient:
         try:
             if response.status_code != 200:
                 raise error_from_response(response.status_code, response.content, model)
-            chunks = self._read_chunks(response, model, deadline)
+            chunks = self._read_chunks(response, model, deadline, idle=self._stream_idle)
             for data in iter_event_data(chunks):
                 if data == OPENAI_DONE:
                     return
@@ -181,10 +190,15 @@ class UpstreamClient:
             response.close()
 
     def _read_chunks(
-        self, response: requests.Response, model: str | None, deadline: Deadline | None
+        self,
+        response: requests.Response,
+        model: str | None,
+        deadline: Deadline | None,
+        idle: float | None = None,
     ) -> Iterator[bytes]:
         """The body as it arrives (one read per network read, not per fixed-size block),
-        each read bounded by the read timeout and the request's deadline."""
+        each read bounded by the read timeout and the request's deadline; after the first
+        chunk, by `idle` (a stream's STREAM_IDLE_TIMEOUT) when given."""
         raw = response.raw
         read_timeout = self._timeout[1]
         try:
@@ -192,14 +206,23 @@ class UpstreamClient:
                 fit_read_timeout(raw, read_timeout, deadline)
                 chunk = raw.read1(_READ_SIZE)
                 if not chunk:
+                    _raise_if_ended(model)  # a shut socket reads as a clean end
                     return
+                bytes_arrived(self._clock.monotonic())
                 yield chunk
+                if idle is not None:
+                    read_timeout = idle
                 if deadline is not None and deadline.expired():
                     raise UpstreamTimeout(model=model)
         except (OSError, Urllib3HTTPError, requests.exceptions.RequestException) as exc:
+            _raise_if_ended(model)
             if deadline is None or not deadline.expired():
                 self._connection_failed()  # the deadline running out says nothing of the link
             if "timed out" in str(exc):
+                if idle is not None and read_timeout == idle:
+                    raise UpstreamStalled(
+                        "Upstream sent nothing for the stream idle timeout.", model=model
+                    ) from None
                 raise UpstreamTimeout(model=model) from None
             raise UpstreamUnavailable(
                 503, "Upstream connection broke during the response.", model=model
@@ -257,25 +280,27 @@ class UpstreamClient:
                 proxies=session.proxies,  # as read from the environment once (no re-reading)
                 verify=session.verify,
             )
-        except requests.exceptions.ConnectTimeout:
-            self._connection_failed()
-            raise UpstreamUnavailable(
-                503, "Upstream did not accept the connection.", model=model
-            ) from None
-        except requests.exceptions.ReadTimeout:
-            self._connection_failed()
-            raise UpstreamTimeout(model=model) from None
         except (requests.exceptions.RequestException, Urllib3HTTPError) as error:
-            self._connection_failed()
-            if _timed_out(error):  # the last of several attempts timed out
-                raise UpstreamTimeout(model=model) from None
-            raise UpstreamUnavailable(503, "Upstream connection failed.", model=model) from None
+            _raise_if_ended(model)  # the node closed it: says nothing of the link
+            self._send_failed(error, model)
+            raise  # not reached: _send_failed raises
         if response.status_code < 500:
             self.health.success()
         retries = getattr(response.raw, "retries", None)
         if response.status_code == 200 and retries is not None and retries.history:
             events.retry_success(model or "-", len(retries.history))
         return response
+
+    def _send_failed(self, error: Exception, model: str | None) -> None:
+        """Map a failed send to an UpstreamError, counting it against the client's health."""
+        self._connection_failed()
+        if isinstance(error, requests.exceptions.ConnectTimeout):
+            raise UpstreamUnavailable(
+                503, "Upstream did not accept the connection.", model=model
+            ) from None
+        if isinstance(error, requests.exceptions.ReadTimeout) or _timed_out(error):
+            raise UpstreamTimeout(model=model) from None  # (the last of several attempts)
+        raise UpstreamUnavailable(503, "Upstream connection failed.", model=model) from None
 
     def _auth(self, url: str) -> dict[str, str | None]:
         """The key of this call (the gateway's choice from the pool): `x-goog-api-key`, or
@@ -285,6 +310,15 @@ class UpstreamClient:
         if url.startswith(self._openai):
             return {"authorization": f"Bearer {secret}", "x-goog-api-key": None}
         return {"x-goog-api-key": secret}
+
+
+def _raise_if_ended(model: str | None) -> None:
+    """The attempt was ended by the node (a hedge won, or the stall timer fired): say so."""
+    reason = ended_reason()
+    if reason == STALLED:
+        raise UpstreamStalled(model=model) from None
+    if reason == CANCELLED:
+        raise AttemptCancelled(model=model) from None
 
 
 def _timed_out(error: Exception) -> bool:

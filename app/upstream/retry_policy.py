@@ -20,6 +20,7 @@ from urllib3.exceptions import MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
+from app.upstream.attempts import ENDED_BY_NODE, ended_reason
 from app.upstream.backoff import Backoff, Deadline
 from app.upstream.retry_budget import RetryBudget
 
@@ -92,7 +93,8 @@ class DeadlineRetry(Retry):
         A read timeout is not retried: a model that did not answer in time is not asked
         again in the same request, the gateway rotates to the next one instead.
         """
-        if isinstance(error, ReadTimeoutError):
+        if isinstance(error, ReadTimeoutError) or ended_reason() in ENDED_BY_NODE:
+            # An ended attempt (a hedge won, or it stalled) is over: no retry either.
             raise MaxRetryError(_pool, url, error) from error  # type: ignore[arg-type]
         new: DeadlineRetry = super().increment(method, url, response, error, _pool, _stacktrace)
         delay = self.backoff.delay(len(new.history), self.rand)

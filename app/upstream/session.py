@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 import requests
@@ -18,6 +19,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_environ_proxies
 
 from app.settings import Settings
+from app.upstream.attempts import TRACKED_POOLS
 from app.upstream.backoff import Backoff
 from app.upstream.retry_policy import DeadlineRetry
 from app.version import __version__
@@ -34,7 +36,7 @@ def build_session(settings: Settings) -> requests.Session:
             settings.retry_backoff_max,
         ),
     )
-    adapter = HTTPAdapter(
+    adapter = TrackedAdapter(
         pool_connections=4, pool_maxsize=settings.upstream_pool_size, max_retries=retry
     )
     session = requests.Session()
@@ -51,6 +53,20 @@ def build_session(settings: Settings) -> requests.Session:
     session.verify = ca_bundle(os.environ) or True
     session.trust_env = False  # read above, not again on every call
     return session
+
+
+class TrackedAdapter(HTTPAdapter):
+    """requests' adapter over urllib3 pools whose connections the current attempt tracks
+    (`app.upstream.attempts`), so that a hedge or the stall timer can close them."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = TRACKED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = TRACKED_POOLS
+        return manager
 
 
 def ca_bundle(environ: Mapping[str, str]) -> str | None:

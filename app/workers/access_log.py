@@ -26,7 +26,13 @@ class AccessLogger(Logger):  # type: ignore[misc]  # Logger is Any: gunicorn is 
         status = resp.status
         if isinstance(status, str):
             status = status.split(None, 1)[0]
-        request_id = next((v for k, v in resp.headers if k.lower() == "x-request-id"), "-")
+        request_id = hedged = "-"
+        for name, value in resp.headers:
+            lowered = name.lower()
+            if lowered == "x-request-id":
+                request_id = value
+            elif lowered == "x-l104-hedged":
+                hedged = value
         atoms = {
             "h": environ.get("REMOTE_ADDR", "-"),
             "m": environ.get("REQUEST_METHOD"),
@@ -36,6 +42,7 @@ class AccessLogger(Logger):  # type: ignore[misc]  # Logger is Any: gunicorn is 
             "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
             "a": environ.get("HTTP_USER_AGENT", "-"),
             "{x-request-id}o": request_id,
+            "{x-l104-hedged}o": hedged,
         }
         try:
             self.access_log.info("access", atoms)
