@@ -178,6 +178,7 @@ def describe_worker(
         "pending_recycle": recycler.pending,
         "recycle_waits_until": recycler.waits_until(),
         "retry_budget": gateway.budget.usage() if gateway.budget else None,
+        "hedge_budget": gateway.hedging.budget.usage() if gateway.hedging else None,
         "recent_calls": gateway.recent.totals(),
         "events": list(trail.events),
         "written_at": now,

@@ -117,6 +117,8 @@ def test_console_shows_breakers_and_heals(
     )
     events = browser.find_element(By.ID, "events").text
     assert "circuit_breaker_open" in events
+    hedges = browser.find_element(By.ID, "hedges").text
+    assert hedges.startswith("Hedges: ") and "Stalled attempts: 0." in hedges
     assert "done" in browser.find_element(By.ID, "heal-result").text
 
     browser.save_screenshot(str(tmp_path / "console.png"))

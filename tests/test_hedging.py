@@ -437,3 +437,38 @@ def test_an_answer_still_arriving_is_never_taken_for_a_stall(
     assert _finished(thread, out) == (f"ok from m1@{k1}", "m1")
     upstream.peer.close()
     assert store.breaker(pool.route("m1", pool.keys[0])).failures == 0
+
+
+def test_a_stall_with_no_other_route_is_tried_once_more(
+    store: SqliteStateStore, clock: FakeClock
+) -> None:
+    """An embedding on a pool of one key: after a stall, the same route again (a hang is
+    rarely two in a row), not a 504 at once."""
+    board = BreakerBoard(store, fail_max=3, reset_timeout=60, max_probes=1, probe_ttl=30)
+    pool = KeyPool(["only"])
+    gateway = Gateway(
+        MODELS,
+        board.get,
+        Cooldowns(store, CooldownPolicy(default=30)),
+        store,
+        clock,
+        deadline_seconds=60,
+        keys=pool,
+        hedging=Hedging(HedgeConfig(enabled=False, stall_timeout=5.0), clock),
+        timer=Timer(clock, threaded=False),
+    )
+    key = pool.keys[0].id
+    script = iter(["hang", "ok"])
+
+    class Twice(BlockingUpstream):
+        def __call__(self, model: str) -> str:
+            self.behaviour[(model, key)] = next(script)
+            return super().__call__(model)
+
+    upstream = Twice({})
+    thread, out = _in_thread(lambda: gateway.call("m1", upstream, rotate=False))
+    assert upstream.hanging.acquire(timeout=WAIT)
+    clock.advance(5.0)
+    gateway.timer.run_due()
+    assert _finished(thread, out) == (f"ok from m1@{key}", "m1")
+    assert upstream.calls == [("m1", key), ("m1", key)] and upstream.ended == [STALLED]

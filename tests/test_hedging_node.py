@@ -9,11 +9,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import openai
 import pytest
 import requests
+from google import genai
+from google.genai import types
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import NODE_MODELS, running_node
+from tests.support.admin import status
 from tests.support.logs import events
 from tests.support.processes import Service, wait_until
 from tests.support.simulator_client import SimulatorControl
@@ -21,6 +25,8 @@ from tests.support.simulator_client import SimulatorControl
 MODELS = NODE_MODELS.split(",")
 MODEL = MODELS[0]
 PROMPT = {"contents": [{"parts": [{"text": "hedge me"}]}]}
+CLIENT_KEY = "hedging-client-s3cr3t-0123456789"
+ADMIN = "hedging-admin-s3cr3t-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +41,7 @@ def hedging_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service
         HEDGE_MIN_DELAY="0.2",
         AUTO_HEAL_ENABLED="false",
         CIRCUIT_BREAKER_THRESHOLD="1000",
+        ADMIN_TOKEN=ADMIN,
     ) as service:
         yield service
 
@@ -118,6 +125,9 @@ def test_stream_hedged_before_its_first_event(
     assert _counter(hedging_node, "l104_hedges_total", model=MODEL, outcome="won") == won + 1
     assert events(hedging_node, "hedge_won")
     assert response.headers["X-L104-Hedged"] == "1"
+    hedges = status(hedging_node, ADMIN)["hedges"]
+    assert hedges["enabled"] and hedges["outcomes"]["won"] >= 1
+    assert set(hedges["delays"][MODEL]) >= {"stream"}  # this worker's window of streams
     wait_until(
         lambda: any(e.get("hedged") is True for e in events(hedging_node, "access")),
         10,
@@ -137,20 +147,119 @@ def test_slow_but_steady_stream_is_never_abandoned(
     assert all("error" not in json.loads(f[6:]) for f in frames)
 
 
+@pytest.fixture(scope="module")
+def idle_node(simulator_service: Service, logs_dir: Path) -> Iterator[Service]:
+    """A node whose streams end after 1 s without an event (the read timeout is far off)."""
+    with running_node(
+        simulator_service,
+        logs_dir,
+        "idle-node",
+        STREAM_IDLE_TIMEOUT="1",
+        UPSTREAM_TIMEOUT="2,60",
+        NODE_API_KEYS=CLIENT_KEY,
+    ) as service:
+        yield service
+
+
+def _stall_second_event(simulator: SimulatorControl) -> None:
+    simulator.configure(stream_chunks=4)
+    simulator.fault("stall", model=MODEL, after=2, count=1)
+
+
 def test_stalled_stream_ends_with_an_error_event(
-    simulator_service: Service, logs_dir: Path, simulator: SimulatorControl
+    idle_node: Service, simulator: SimulatorControl
+) -> None:
+    _stall_second_event(simulator)
+    path = f"{idle_node.url}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+    response = requests.post(path, json=PROMPT, headers={"x-goog-api-key": CLIENT_KEY}, timeout=30)
+    frames = [json.loads(x[6:]) for x in response.text.splitlines() if x.startswith("data: ")]
+    assert len(frames) == 3  # two events, then the terminal error
+    assert frames[-1]["error"]["code"] == 504
+    assert "stream idle timeout" in frames[-1]["error"]["message"]  # not the read timeout
+    wait_until(lambda: _settled(simulator, 1), 10, "the stalled stream closed")
+    assert _counter(idle_node, "l104_upstream_calls_total", model=MODEL, outcome="stalled") == 1
+
+
+def test_stalled_stream_makes_the_google_genai_sdk_raise(
+    idle_node: Service, simulator: SimulatorControl
+) -> None:
+    _stall_second_event(simulator)
+    options = types.HttpOptions(base_url=idle_node.url, api_version="v1beta")
+    client = genai.Client(api_key=CLIENT_KEY, http_options=options)
+    texts: list[str] = []
+    with pytest.raises(genai.errors.APIError):
+        for chunk in client.models.generate_content_stream(model=MODEL, contents="stall"):
+            texts.append(chunk.text or "")
+    assert len(texts) == 2  # what arrived, then the error instead of a clean end
+
+
+def test_stalled_stream_makes_the_openai_sdk_raise(
+    idle_node: Service, simulator: SimulatorControl
+) -> None:
+    _stall_second_event(simulator)
+    client = openai.OpenAI(api_key=CLIENT_KEY, base_url=f"{idle_node.url}/v1beta/openai/")
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "stall"}], stream=True
+    )
+    with pytest.raises(openai.APIError):
+        list(stream)
+    wait_until(lambda: _settled(simulator, 1), 10, "the stalled stream closed")
+
+
+@pytest.mark.parametrize("worker_class", ["gthread", "sync"])
+def test_hung_attempts_are_closed_on_every_worker_class(
+    simulator_service: Service, logs_dir: Path, simulator: SimulatorControl, worker_class: str
 ) -> None:
     with running_node(
-        simulator_service, logs_dir, "idle-node", STREAM_IDLE_TIMEOUT="1", UPSTREAM_TIMEOUT="2,60"
+        simulator_service,
+        logs_dir,
+        f"hedging-{worker_class}",
+        GUNICORN_WORKER_CLASS=worker_class,
+        UPSTREAM_STALL_TIMEOUT="1",
+        HEDGE_MIN_DELAY="0.2",
     ) as node:
-        simulator.configure(stream_chunks=4)
-        simulator.fault("stall", model=MODEL, after=2, count=1)
-        path = f"{node.url}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
-        response = requests.post(path, json=PROMPT, timeout=30)
-        frames = [
-            json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")
-        ]
-        assert len(frames) == 3  # two events, then the terminal error
-        assert frames[-1]["error"]["code"] == 504
-        assert "stream idle timeout" in frames[-1]["error"]["message"]  # not the read timeout
-        wait_until(lambda: _settled(simulator, 1), 10, "the stalled stream closed")
+        simulator.fault("hang", rate=0.2)
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: _generate(node), range(20)))
+        assert [r.status_code for r in answers] == [200] * 20
+        hung = simulator.stats()["faults_served"]
+        assert hung >= 4
+        wait_until(lambda: _settled(simulator, hung), 10, "every hung attempt closed")
+        assert simulator.stats()["closed_by_client_by_fault"]["hang"] == hung
+        stalled = sum(_counter(node, "l104_upstream_stalls_total", model=m) for m in MODELS)
+        won = sum(_counter(node, "l104_hedges_total", model=m, outcome="won") for m in MODELS)
+        assert stalled + won >= hung
+
+
+SURFACES = {
+    "native": ("/v1beta/models/{model}:generateContent", PROMPT),
+    "native-stream": ("/v1beta/models/{model}:streamGenerateContent?alt=sse", PROMPT),
+    "count-tokens": ("/v1beta/models/{model}:countTokens", PROMPT),
+    "embeddings": (
+        "/v1beta/models/gemini-embedding-001:embedContent",
+        {"content": {"parts": [{"text": "hedge me"}]}},
+    ),
+    "openai": (
+        "/v1beta/openai/chat/completions",
+        {"model": "{model}", "messages": [{"role": "user", "content": "hedge me"}]},
+    ),
+    "openai-stream": (
+        "/v1beta/openai/chat/completions",
+        {"model": "{model}", "messages": [{"role": "user", "content": "x"}], "stream": True},
+    ),
+    "legacy": ("/api/stream", {"signal": "hedge me"}),
+}
+
+
+@pytest.mark.parametrize("surface", list(SURFACES))
+def test_a_hung_attempt_is_closed_on_every_surface(
+    hedging_node: Service, simulator: SimulatorControl, surface: str
+) -> None:
+    path, body = SURFACES[surface]
+    body = json.loads(json.dumps(body).replace("{model}", MODEL))
+    simulator.fault("hang", count=1)  # the call's first attempt, whichever model it is
+    response = requests.post(f"{hedging_node.url}{path.format(model=MODEL)}", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    assert "error" not in response.text
+    wait_until(lambda: _settled(simulator, 1), 10, "the hung attempt closed by the node")
+    assert simulator.stats()["closed_by_client_by_fault"]["hang"] == 1

@@ -13,6 +13,7 @@ from prometheus_client.core import Metric
 
 from app.api import metrics_export
 from app.resilience.admission import CallSlots
+from app.resilience.gateway import Gateway
 from app.resilience.route_states import RouteStates
 from app.settings import Settings
 from app.state import StateStore
@@ -99,6 +100,7 @@ def node_status() -> dict[str, Any]:
             for key in routes.keys.values()
         },
         "workers": [{k: v for k, v in w.items() if k != "events"} for w in workers],
+        "hedges": _hedges(families),
         "rate_limit": {
             "limit": settings.rate_limit or None,
             "refused": int(metrics_export.totals(families).get("l104_rate_limited_requests", 0)),
@@ -113,6 +115,20 @@ def node_status() -> dict[str, Any]:
             "calls_in_flight_limit": slots.limit,
             "overloaded": slots.overloaded,
         },
+    }
+
+
+def _hedges(families: list[Metric]) -> dict[str, Any]:
+    """Hedges and stalls node-wide (every worker's counters), and this worker's delays."""
+    gateway: Gateway = current_app.extensions["l104.gateway"]
+    hedging = gateway.hedging
+    outcomes = metrics_export.totals_by(families, "l104_hedges", "outcome")
+    stalls = metrics_export.totals(families).get("l104_upstream_stalls", 0)
+    return {
+        "enabled": bool(hedging and hedging.config.enabled and hedging.config.max_hedges),
+        "outcomes": {name: int(count) for name, count in sorted(outcomes.items())},
+        "stalls": int(stalls),
+        "delays": hedging.delays() if hedging else {},
     }
 
 

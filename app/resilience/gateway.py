@@ -197,8 +197,10 @@ class Gateway:
                 keys, [k for k in keys if pool.route(candidates[0], k) not in resting]
             )
         hedged: set[str] = set()
+        stalled: set[str] = set()
         for model in candidates:
-            for key in list(keys):
+            order = list(keys)
+            for key in order:
                 if key not in keys:
                     continue  # refused by Gemini during this request
                 if deadline.expired():
@@ -257,8 +259,13 @@ class Gateway:
                         raise  # the request itself was refused: another model would refuse it too
                     if (won := self._hedge_outcome(race, deadline, hedged)) is not None:
                         return won
-                    if isinstance(error, UpstreamRateLimited | UpstreamStalled):
-                        continue  # that key's quota or hang: the same model on other keys
+                    if isinstance(error, UpstreamStalled) and route not in stalled:
+                        stalled.add(route)
+                        if model == candidates[-1] and key is order[-1]:
+                            order.append(key)  # nothing else left: this route once more
+                        continue  # a hang: the same model on the other keys first
+                    if isinstance(error, UpstreamRateLimited):
+                        continue  # that key's quota: the same model on the pool's other keys
                     break  # the model's own failure: the next model
                 except BaseException:
                     breaker.release(permit)

@@ -95,6 +95,7 @@ function render(status) {
     (status.circuit_open ? " · EVERY BREAKER OPEN" : "");
   renderModels(status.models);
   renderWorkers(status.workers, status.rate_limit);
+  renderHedges(status.hedges);
   renderButtons(status.heal_levels || [], status.heal_actions || []);
   renderList("heals", status.heals, (h) =>
     `${clock(h.at)} ${h.level} by ${h.trigger}: ${(h.actions || []).join(", ") || "-"}`);
@@ -138,6 +139,8 @@ function renderWorkers(workers, rateLimit) {
     row.append(el("td", `${w.rss_mb} MB`));
     const b = w.retry_budget;
     row.append(el("td", b ? `${b.extra_attempts} of ${b.extra_allowed} extra / ${b.window_seconds} s` : "-"));
+    const h = w.hedge_budget;
+    row.append(el("td", h ? `${h.extra_attempts} of ${h.extra_allowed} / ${h.window_seconds} s` : "-"));
     row.append(el("td", w.pending_recycle
       ? `pending (${w.pending_recycle}) from ${clock(w.recycle_waits_until)}` : "-"));
     body.append(row);
@@ -145,6 +148,19 @@ function renderWorkers(workers, rateLimit) {
   $("limits").textContent = rateLimit && rateLimit.limit
     ? `Rate limit ${rateLimit.limit}: ${rateLimit.refused} refused so far.`
     : "No rate limit (RATE_LIMIT is unset).";
+}
+
+function renderHedges(hedges) {
+  if (!hedges || !hedges.enabled) {
+    $("hedges").textContent = "Hedging is off (HEDGE_ENABLED, HEDGE_MAX).";
+    return;
+  }
+  const outcomes = Object.entries(hedges.outcomes).map(([k, n]) => `${k} ${n}`).join(", ");
+  const delays = Object.entries(hedges.delays).map(([model, kinds]) =>
+    `${model} ${Object.entries(kinds).map(([k, d]) => `${k} ${d === null ? "-" : seconds(d)}`).join(" ")}`
+  ).join("; ");
+  $("hedges").textContent = `Hedges: ${outcomes || "none yet"}. Stalled attempts: ${hedges.stalls}.` +
+    (delays ? ` Hedge delays: ${delays}.` : "");
 }
 
 function renderList(id, items, line) {
