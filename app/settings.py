@@ -231,6 +231,8 @@ class Settings:
     # 0: adaptive (a multiple of each model's recent latency, between a floor and a cap)
     upstream_stall_timeout: float = _env("UPSTREAM_STALL_TIMEOUT", _non_negative_float, default=0.0)
     stream_idle_timeout: float = _env("STREAM_IDLE_TIMEOUT", _positive_float, default=60.0)
+    # generateContent sent upstream as streamGenerateContent and assembled (app.upstream.assembly)
+    unary_as_stream: bool = _env("UNARY_AS_STREAM", _bool, default=True)
     circuit_breaker_threshold: int = _env("CIRCUIT_BREAKER_THRESHOLD", _positive_int, default=5)
     circuit_breaker_timeout: float = _env("CIRCUIT_BREAKER_TIMEOUT", _positive_float, default=60.0)
     circuit_breaker_probes: int = _env("CIRCUIT_BREAKER_PROBES", _positive_int, default=3)

@@ -263,3 +263,44 @@ def test_a_hung_attempt_is_closed_on_every_surface(
     assert "error" not in response.text
     wait_until(lambda: _settled(simulator, 1), 10, "the hung attempt closed by the node")
     assert simulator.stats()["closed_by_client_by_fault"]["hang"] == 1
+
+
+def _text(response: requests.Response) -> str:
+    parts = response.json()["candidates"][0]["content"]["parts"]
+    return "".join(part["text"] for part in parts)
+
+
+def test_unary_calls_go_upstream_as_streams_and_come_back_whole(
+    hedging_node: Service, simulator: SimulatorControl
+) -> None:
+    simulator.configure(stream_chunks=5)
+    response = _generate(hedging_node)
+    assert response.status_code == 200
+    assert _text(response) == "L104 simulator reply to: hedge me"
+    assert response.json()["candidates"][0]["finishReason"] == "STOP"
+    assert simulator.by_method() == {"streamGenerateContent": 1}
+
+
+def test_a_unary_answer_cut_short_upstream_is_never_a_short_answer(
+    hedging_node: Service, simulator: SimulatorControl
+) -> None:
+    simulator.configure(stream_chunks=4)
+    simulator.fault("stream_cut", model=MODEL, after=2, count=1)
+    response = _generate(hedging_node)
+    assert response.status_code == 200
+    assert _text(response) == "L104 simulator reply to: hedge me"  # from another attempt
+    assert simulator.stats()["faults_served"] == 1
+
+
+def test_a_unary_answer_silent_between_events_is_a_stall(
+    hedging_node: Service, simulator: SimulatorControl
+) -> None:
+    before = sum(_counter(hedging_node, "l104_upstream_stalls_total", model=m) for m in MODELS)
+    simulator.configure(stream_chunks=4)
+    simulator.fault("stall", model=MODEL, after=1, count=1)
+    response = _generate(hedging_node)
+    assert response.status_code == 200
+    assert _text(response) == "L104 simulator reply to: hedge me"
+    wait_until(lambda: _settled(simulator, 1), 10, "the stalled attempt closed")
+    after = sum(_counter(hedging_node, "l104_upstream_stalls_total", model=m) for m in MODELS)
+    assert after == before + 1

@@ -22,5 +22,5 @@ def test_generate_content_through_the_node(node: Service, simulator: SimulatorCo
         response = model.generate_content("Hello from the old SDK")
     assert response.text == "L104 simulator reply to: Hello from the old SDK"
     (seen,) = simulator.requests()
-    assert seen["api_method"] == "generateContent"
+    assert seen["api_method"] == "streamGenerateContent"  # UNARY_AS_STREAM
     assert seen["api_key"] != "old-client-key"

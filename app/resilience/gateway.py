@@ -236,6 +236,7 @@ class Gateway:
                 )
                 race = self._start_race(plan, key)
                 started = time.perf_counter()
+                began = self._clock.monotonic()
                 token = current_key.set(key)
                 attempt_token = current_attempt.set(race.primary)
                 try:
@@ -276,6 +277,7 @@ class Gateway:
                     current_key.reset(token)
                     race.close()
                 self._succeeded(model, key, breaker, permit, started, kind)
+                self._observe(model, kind, race.primary, began)
                 if not race.claim(result, model, race.primary):
                     discard_result(plan, result)  # a hedge answered in the same instant
                     return self._winner(race)
@@ -301,8 +303,14 @@ class Gateway:
         metrics.KEY_CALLS.labels(key.id, "ok").inc()
         self.recent.count(model, ok=True)
         metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(seconds)
+
+    def _observe(self, model: str, kind: str, attempt: Attempt, began: float) -> None:
+        """A successful attempt's latency for the hedge windows: to its first bytes (a
+        stream's first event; a unary answer), which a long answer does not stretch."""
         if self.hedging is not None:
-            self.hedging.observe(model, kind, seconds)
+            first = attempt.first_read
+            until = first if first is not None else self._clock.monotonic()
+            self.hedging.observe(model, kind, until - began)
 
     def _fallbacks(
         self,
@@ -361,6 +369,8 @@ class Gateway:
             return
         if race.hedges_started() >= hedging.config.max_hedges:
             return
+        if race.primary.last_read is not None:
+            return  # it is answering: a hedge is for attempts that have produced nothing
         if not hedging.budget.try_extra():
             metrics.HEDGES.labels(metrics.model_label(plan.requested), "skipped_budget").inc()
             return
@@ -417,6 +427,7 @@ class Gateway:
             else None
         )
         started = time.perf_counter()
+        began = self._clock.monotonic()
         key_token = current_key.set(key)
         attempt_token = current_attempt.set(attempt)
         try:
@@ -436,6 +447,7 @@ class Gateway:
             raise
         else:
             self._succeeded(model, key, breaker, permit, started, plan.kind)
+            self._observe(model, plan.kind, attempt, began)
             if race.claim(result, model, attempt):
                 events.hedge_won(plan.requested, model, key.id, time.perf_counter() - started)
             else:

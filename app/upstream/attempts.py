@@ -29,13 +29,14 @@ ENDED_BY_NODE = frozenset({CANCELLED, STALLED})
 class Attempt:
     """The connections of one upstream attempt, and why it was ended, if it was."""
 
-    __slots__ = ("_connections", "_lock", "ended", "last_read")
+    __slots__ = ("_connections", "_lock", "ended", "first_read", "last_read")
 
     def __init__(self) -> None:
         self._connections: list[HTTPConnection] = []
         self._lock = threading.Lock()
         self.ended: str | None = None
-        self.last_read: float | None = None  # monotonic time of the latest bytes received
+        self.first_read: float | None = None  # monotonic time of the first bytes received
+        self.last_read: float | None = None  # ... and of the latest
 
     def track(self, connection: HTTPConnection) -> None:
         """A connection this attempt now uses; shut at once if the attempt already ended."""
@@ -78,6 +79,8 @@ def bytes_arrived(now: float) -> None:
     still arriving is never taken for a stall)."""
     attempt = current_attempt.get()
     if attempt is not None:
+        if attempt.first_read is None:
+            attempt.first_read = now
         attempt.last_read = now
 
 

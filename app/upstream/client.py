@@ -27,6 +27,7 @@ from app.errors import (
 )
 from app.observability import events, metrics
 from app.settings import Settings
+from app.upstream.assembly import assemble
 from app.upstream.attempts import CANCELLED, STALLED, bytes_arrived, ended_reason
 from app.upstream.backoff import Deadline
 from app.upstream.errors import error_from_response
@@ -83,6 +84,7 @@ class UpstreamClient:
         self._default_key = settings.upstream_keys[0]  # calls made outside the gateway
         self._timeout = settings.upstream_timeout
         self._stream_idle = settings.stream_idle_timeout
+        self._unary_as_stream = settings.unary_as_stream
         self._clock = clock
         self._lock = threading.Lock()
         self._session = build_session(settings)
@@ -105,7 +107,12 @@ class UpstreamClient:
             self.reset("errors")
 
     def generate(self, model: str, body: bytes) -> tuple[dict[str, Any], bytes]:
-        """`models/{model}:generateContent`; returns the parsed and the raw answer."""
+        """`models/{model}:generateContent`; returns the parsed and the raw answer. With
+        UNARY_AS_STREAM, asked of Gemini as a stream and assembled (app.upstream.assembly)."""
+        if self._unary_as_stream:
+            events = [_parse_object(data, model) for data in self.stream(model, body)]
+            parsed = assemble(events, model)
+            return parsed, json.dumps(parsed, separators=(",", ":")).encode()
         raw = self._post_json(model, "generateContent", body)
         return _parse_object(raw, model), raw
 
