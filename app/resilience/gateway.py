@@ -8,20 +8,17 @@ requested model, with the same breakers, cooldowns, deadline and retry budget.
 
 Each attempt is watched (`app.resilience.hedging`): one that has produced nothing within the
 hedge delay gets a hedge, the same model on another key first, else the next model of the
-rotation (`app.resilience.race`), and one silent for the stall timeout is ended and counted
+rotation (`app.resilience.hedger`), and one silent for the stall timeout is ended and counted
 as a failure of its model.
 """
 
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from flask import current_app
 
@@ -40,12 +37,13 @@ from app.errors import (
 from app.observability import events, metrics
 from app.resilience.breaker import BreakerOpenError, ModelBreaker, Permit
 from app.resilience.cooldowns import Cooldowns
+from app.resilience.hedger import Hedger
 from app.resilience.hedging import EMBED, UNARY, Hedging
-from app.resilience.race import CallPlan, Race, answered_by_hedge, discard_result
+from app.resilience.race import Attempted, CallPlan, answered_by_hedge, discard_result
 from app.resilience.timer import Timer
 from app.state import StateStore
 from app.surfaces import GEMINI, current_api
-from app.upstream.attempts import STALLED, Attempt, current_attempt
+from app.upstream.attempts import Attempt, current_attempt
 from app.upstream.backoff import Deadline
 from app.upstream.key_pool import KeyPool, UpstreamKey, current_key
 from app.upstream.retry_budget import RetryBudget
@@ -92,20 +90,6 @@ def _api() -> str:
     return current_api.get() or GEMINI
 
 
-@dataclass
-class Attempted:
-    """What happened to each candidate model of one request."""
-
-    skipped: dict[str, str]
-    last_error: UpstreamError | None = None
-    shortest_wait: float | None = None
-
-    def wait(self, seconds: float) -> None:
-        """Remember the soonest moment some model may be usable again."""
-        if self.shortest_wait is None or seconds < self.shortest_wait:
-            self.shortest_wait = seconds
-
-
 class Gateway:
     """Answers one client request from the first usable model, within one deadline."""
 
@@ -126,10 +110,10 @@ class Gateway:
         timer: Timer | None = None,
     ) -> None:
         self.models = models
-        self._breaker = breakers
+        self.breaker_of = breakers
         self._cooldowns = cooldowns
         self._store = store
-        self._clock = clock
+        self.clock = clock
         self.deadline_seconds = deadline_seconds
         self.allow_unlisted = allow_unlisted
         self.budget = budget
@@ -139,6 +123,7 @@ class Gateway:
         self.recent = recent or RecentCalls()
         self.hedging = hedging
         self.timer = timer or Timer(clock)
+        self.hedger = Hedger(self)
 
     def candidates(self, requested: str | None, rotate: bool = True) -> list[str]:
         """The requested model first (when served), then the rotation list in order."""
@@ -162,7 +147,7 @@ class Gateway:
         Without `rotate`, only `requested` is tried. `kind` names the call's latency window
         (a unary answer, a stream's first event, an embedding); `discard` releases what a
         losing hedged answer holds (a stream)."""
-        deadline = Deadline(self.deadline_seconds, self._clock)
+        deadline = Deadline(self.deadline_seconds, self.clock)
         token = current_deadline.set(deadline)
         budget_token = current_budget.set(self.budget)
         if self.budget is not None:
@@ -215,7 +200,7 @@ class Gateway:
                 if attempted.last_error is not None and not self._budget_allows():
                     attempted.skipped[route] = "retry_budget"
                     raise self._exhausted(attempted, deadline)
-                breaker = self._breaker(route)
+                breaker = self.breaker_of(route)
                 try:
                     # The breaker as read above, unless an upstream call made since by this
                     # request left time for it to change.
@@ -231,12 +216,12 @@ class Gateway:
                     kind,
                     deadline,
                     discard,
-                    self._fallbacks(model, key, candidates, keys, kind),
+                    self.hedger.fallbacks(model, key, candidates, keys, kind),
                     frozenset(resting),
                 )
-                race = self._start_race(plan, key)
+                race = self.hedger.start_race(plan, key)
                 started = time.perf_counter()
-                began = self._clock.monotonic()
+                began = self.clock.monotonic()
                 token = current_key.set(key)
                 attempt_token = current_attempt.set(race.primary)
                 try:
@@ -244,21 +229,21 @@ class Gateway:
                 except AttemptCancelled:
                     breaker.release(permit)  # a hedge won: not this model's failure
                     metrics.HEDGES.labels(metrics.model_label(model), "lost").inc()
-                    return self._winner(race)
+                    return self.hedger.winner(race)
                 except UpstreamKeyRefused as error:
                     breaker.release(permit)
-                    self._disable_key(key, error)
+                    self.disable_key(key, error)
                     keys.remove(key)
                     attempted.skipped[route] = "key_refused"
-                    if (won := self._hedge_outcome(race, deadline, hedged)) is not None:
+                    if (won := self.hedger.outcome(race, deadline, hedged)) is not None:
                         return won
                     continue
                 except UpstreamError as error:
-                    self._failed(model, key, breaker, permit, error, attempted, started)
+                    self.failed(model, key, breaker, permit, error, attempted, started)
                     if isinstance(error, UpstreamRejected) and error.code != 404:
                         race.end_hedges()
                         raise  # the request itself was refused: another model would refuse it too
-                    if (won := self._hedge_outcome(race, deadline, hedged)) is not None:
+                    if (won := self.hedger.outcome(race, deadline, hedged)) is not None:
                         return won
                     if isinstance(error, UpstreamStalled) and route not in stalled:
                         stalled.add(route)
@@ -276,11 +261,11 @@ class Gateway:
                     current_attempt.reset(attempt_token)
                     current_key.reset(token)
                     race.close()
-                self._succeeded(model, key, breaker, permit, started, kind)
-                self._observe(model, kind, race.primary, began)
+                self.succeeded(model, key, breaker, permit, started, kind)
+                self.observe_latency(model, kind, race.primary, began)
                 if not race.claim(result, model, race.primary):
                     discard_result(plan, result)  # a hedge answered in the same instant
-                    return self._winner(race)
+                    return self.hedger.winner(race)
                 if model != candidates[0]:
                     events.model_rotation(candidates[0], model, attempted.skipped)
                 return result, model
@@ -288,7 +273,7 @@ class Gateway:
             raise self._every_key_refused()
         raise self._exhausted(attempted, deadline)
 
-    def _succeeded(
+    def succeeded(
         self,
         model: str,
         key: UpstreamKey,
@@ -304,182 +289,13 @@ class Gateway:
         self.recent.count(model, ok=True)
         metrics.UPSTREAM_SECONDS.labels(metrics.model_label(model)).observe(seconds)
 
-    def _observe(self, model: str, kind: str, attempt: Attempt, began: float) -> None:
+    def observe_latency(self, model: str, kind: str, attempt: Attempt, began: float) -> None:
         """A successful attempt's latency for the hedge windows: to its first bytes (a
         stream's first event; a unary answer), which a long answer does not stretch."""
         if self.hedging is not None:
             first = attempt.first_read
-            until = first if first is not None else self._clock.monotonic()
+            until = first if first is not None else self.clock.monotonic()
             self.hedging.observe(model, kind, until - began)
-
-    def _fallbacks(
-        self,
-        model: str,
-        key: UpstreamKey,
-        candidates: list[str],
-        keys: list[UpstreamKey],
-        kind: str,
-    ) -> list[tuple[str, UpstreamKey]]:
-        """Where a hedge of (model, key) may go, in order: the same model on the pool's
-        other keys, then the models after it in the rotation (for calls that rotate); for
-        an embedding, or with no other route at all, the same model and key again."""
-        routes = [(model, k) for k in keys if k is not key]
-        if kind != EMBED:
-            later = candidates[candidates.index(model) + 1 :]
-            routes += [(m, k) for m in later for k in keys]
-        return routes or [(model, key)]
-
-    def _start_race(self, plan: CallPlan[T], key: UpstreamKey) -> Race[T]:
-        """The primary attempt's race, with its stall timer and, when hedging is on and
-        there is time for it, its first hedge's timer."""
-        race: Race[T] = Race(plan, Attempt())
-        hedging = self.hedging
-        if hedging is None:
-            return race
-        stall = hedging.stall_timeout(plan.requested, plan.kind)
-        race.entries.append(
-            self.timer.schedule(stall, partial(self._stalled, race.primary, plan, key, stall))
-        )
-        delay = hedging.delay(plan.requested, plan.kind, plan.deadline.remaining())
-        if delay is not None:
-            race.entries.append(self.timer.schedule(delay, partial(self._hedge, race, delay)))
-        return race
-
-    def _stalled(
-        self, attempt: Attempt, plan: CallPlan[Any], key: UpstreamKey, after: float
-    ) -> None:
-        """The stall timer's callback: end the attempt if it has received nothing for
-        `after` seconds; bytes since then push the check back."""
-        if attempt.ended is not None:
-            return
-        if attempt.last_read is not None:
-            left = attempt.last_read + after - self._clock.monotonic()
-            if left > 0:
-                self.timer.schedule(left, partial(self._stalled, attempt, plan, key, after))
-                return
-        if attempt.end(STALLED):
-            events.attempt_stalled(plan.requested, key.id, after)
-
-    def _hedge(self, race: Race[Any], delay: float) -> None:
-        """The timer's callback: start a hedge if the race is still on and the budget and
-        the deadline allow it (quick: the hedge runs on a thread of its own)."""
-        hedging = self.hedging
-        plan = race.plan
-        if hedging is None or race.settled or plan.deadline.expired():
-            return
-        if race.hedges_started() >= hedging.config.max_hedges:
-            return
-        if race.primary.last_read is not None:
-            return  # it is answering: a hedge is for attempts that have produced nothing
-        if not hedging.budget.try_extra():
-            metrics.HEDGES.labels(metrics.model_label(plan.requested), "skipped_budget").inc()
-            return
-        race.hedge_began()
-        context = plan.context.copy()
-        thread = threading.Thread(
-            target=context.run, args=(self._run_hedge, race, delay), daemon=True
-        )
-        thread.start()
-        if race.hedges_started() < hedging.config.max_hedges:
-            race.entries.append(self.timer.schedule(delay, partial(self._hedge, race, delay)))
-
-    def _run_hedge(self, race: Race[Any], delay: float) -> None:
-        """A hedge's thread: the first fallback route whose breaker admits it, raced against
-        the attempts already running."""
-        plan = race.plan
-        try:
-            for model, key in plan.fallbacks:
-                route = self.keys.route(model, key)
-                if route in plan.resting or route in race.tried:
-                    continue
-                breaker = self._breaker(route)
-                try:
-                    permit = breaker.admit()
-                except BreakerOpenError:
-                    continue
-                attempt = Attempt()
-                if not race.add_hedge(attempt, route):
-                    breaker.release(permit)
-                    return
-                events.hedge_started(plan.requested, model, key.id, delay)
-                self._hedge_attempt(race, attempt, model, key, breaker, permit)
-                return
-            metrics.HEDGES.labels(metrics.model_label(plan.requested), "no_route").inc()
-        finally:
-            race.hedge_ended()
-
-    def _hedge_attempt(
-        self,
-        race: Race[Any],
-        attempt: Attempt,
-        model: str,
-        key: UpstreamKey,
-        breaker: ModelBreaker,
-        permit: Permit,
-    ) -> None:
-        plan = race.plan
-        requested = metrics.model_label(plan.requested)
-        hedging = self.hedging
-        stall = hedging.stall_timeout(model, plan.kind) if hedging is not None else None
-        entry = (
-            self.timer.schedule(stall, partial(self._stalled, attempt, plan, key, stall))
-            if stall is not None
-            else None
-        )
-        started = time.perf_counter()
-        began = self._clock.monotonic()
-        key_token = current_key.set(key)
-        attempt_token = current_attempt.set(attempt)
-        try:
-            result = plan.op(model)
-        except AttemptCancelled:
-            breaker.release(permit)
-            metrics.HEDGES.labels(requested, "lost").inc()
-        except UpstreamKeyRefused as error:
-            breaker.release(permit)
-            self._disable_key(key, error)
-            metrics.HEDGES.labels(requested, "failed").inc()
-        except UpstreamError as error:
-            self._failed(model, key, breaker, permit, error, Attempted(skipped={}), started)
-            metrics.HEDGES.labels(requested, "failed").inc()
-        except BaseException:
-            breaker.release(permit)
-            raise
-        else:
-            self._succeeded(model, key, breaker, permit, started, plan.kind)
-            self._observe(model, plan.kind, attempt, began)
-            if race.claim(result, model, attempt):
-                events.hedge_won(plan.requested, model, key.id, time.perf_counter() - started)
-            else:
-                discard_result(plan, result)
-                metrics.HEDGES.labels(requested, "lost").inc()
-        finally:
-            if entry is not None:
-                entry.cancel()
-            attempt.finish()
-            current_attempt.reset(attempt_token)
-            current_key.reset(key_token)
-
-    def _hedge_outcome(
-        self, race: Race[T], deadline: Deadline, hedged: set[str]
-    ) -> tuple[T, str] | None:
-        """After the primary failed: a running hedge's answer, if one comes (the call goes
-        on from there otherwise, skipping the routes its hedges took)."""
-        if not race.hedges_started():
-            return None
-        won = race.wait_for_hedges(max(deadline.remaining(), 0.0))
-        hedged.update(race.tried)
-        if won is None:
-            return None
-        answered_by_hedge.set(won[2])
-        return won[0], won[1]
-
-    @staticmethod
-    def _winner(race: Race[T]) -> tuple[T, str]:
-        if race.winner is None:
-            raise AttemptCancelled()  # not reached: an attempt is cancelled only by a winner
-        answered_by_hedge.set(race.winner[2])
-        return race.winner[0], race.winner[1]
 
     @contextmanager
     def any_usable_key(self) -> Iterator[None]:
@@ -501,10 +317,10 @@ class Gateway:
         start = next(self._turn) % len(ready)
         return [*ready[start:], *ready[:start], *(k for k in keys if k not in ready)]
 
-    def _disable_key(self, key: UpstreamKey, error: UpstreamKeyRefused) -> None:
+    def disable_key(self, key: UpstreamKey, error: UpstreamKeyRefused) -> None:
         """Take a refused key out of the pool node-wide until its next probe."""
         self._store.set_cooldown(
-            self.keys.rest_name(key), self._clock.now() + self.key_probe_interval, "key_refused"
+            self.keys.rest_name(key), self.clock.now() + self.key_probe_interval, "key_refused"
         )
         metrics.KEY_CALLS.labels(key.id, "key_refused").inc()
         events.api_key_disabled(key.id, error.reason, self.key_probe_interval)
@@ -525,7 +341,7 @@ class Gateway:
         """Another model after a failed attempt is an extra upstream call: budget it."""
         return self.budget is None or self.budget.try_extra()
 
-    def _failed(
+    def failed(
         self,
         model: str,
         key: UpstreamKey,
@@ -567,7 +383,7 @@ class Gateway:
         key = self.keys.by_id.get(error.key_id or "") or self.keys.keys[0]
         metrics.KEY_CALLS.labels(key.id, error_kind(error)).inc()
         if counts_against_breaker(error):
-            breaker = self._breaker(self.keys.route(model, key))
+            breaker = self.breaker_of(self.keys.route(model, key))
             breaker.record_failure(breaker.unadmitted(), error)
 
     def _exhausted(self, attempted: Attempted, deadline: Deadline) -> ApiError:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from app.errors import UpstreamError
 from app.resilience.timer import TimerEntry
 from app.upstream.attempts import CANCELLED, Attempt
 from app.upstream.backoff import Deadline
@@ -41,6 +42,20 @@ class CallPlan(Generic[T]):
     fallbacks: list[tuple[str, UpstreamKey]]
     resting: frozenset[str]
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
+
+
+@dataclass
+class Attempted:
+    """What happened to each candidate model of one request."""
+
+    skipped: dict[str, str]
+    last_error: UpstreamError | None = None
+    shortest_wait: float | None = None
+
+    def wait(self, seconds: float) -> None:
+        """Remember the soonest moment some model may be usable again."""
+        if self.shortest_wait is None or seconds < self.shortest_wait:
+            self.shortest_wait = seconds
 
 
 class Race(Generic[T]):
