@@ -1,11 +1,13 @@
 """gunicorn settings for L104 Node; the hooks call into app.workers.supervision."""
 
+from app.clients.registry import load_or_exit
 from app.observability.logs import gunicorn_logconfig
 from app.workers.malloc_arenas import limit_malloc_arenas
 from app.workers.supervision import Supervisor, load_settings
 
 limit_malloc_arenas()  # before any worker is forked: see app/workers/malloc_arenas.py
 _settings = load_settings()
+load_or_exit(_settings.clients_file, _settings.node_api_keys)  # a bad file: no start
 _supervisor = Supervisor(_settings)
 
 wsgi_app = "wsgi:app"

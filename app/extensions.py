@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Flask
 
 from app.api.metrics_export import StateCollector
+from app.clients.source import ClientsSource
 from app.clock import Clock
 from app.healing import health_checks
 from app.healing.auto_heal import count_errors_for_auto_heal, watchdog_heal
@@ -63,6 +64,8 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         shared = RedisStateStore.from_url(settings.state_url, settings.state_timeout, clock)
         store = FailoverStateStore(shared, local)
         limits_uri = settings.state_url
+    clients = ClientsSource(settings.clients_file, settings.node_api_keys, clock)
+    app.extensions["l104.clients"] = clients
     pool = KeyPool(settings.upstream_keys)
     client = UpstreamClient(settings, clock)
     breakers = BreakerBoard(
@@ -113,6 +116,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         recycler.try_now()
         worker_file.tick()
         export_hedge_delays(gateway)
+        clients.current()  # a changed clients file is read (or rejected) without traffic too
 
     watcher = heal_watcher(healer, tick=tick)
     watchdog = Watchdog(

@@ -212,6 +212,8 @@ class Settings:
     log_level: str = _env("LOG_LEVEL", _log_level, default="INFO")
     access_log: bool = _env("ACCESS_LOG", _bool, default=True)
     node_api_keys: tuple[str, ...] = _env("NODE_API_KEYS", _csv, default=(), repr=False)
+    # who may call, with which models and limits (app.clients.registry); re-read on change
+    clients_file: str = _env("CLIENTS_FILE", str, default="")
     max_request_bytes: int = _env("MAX_REQUEST_BYTES", _positive_int, default=20 * 1024 * 1024)
     simulator_mode: bool = _env("L104_SIMULATOR_MODE", _bool, default=False)
     # resilience

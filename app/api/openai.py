@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, g, request, stream_with_cont
 
 from app import errors
 from app.api import openai_wire
-from app.api.client_auth import key_is_valid
+from app.api.client_auth import require_bearer_key
 from app.api.node import STREAM_HEADERS, answer_headers, close_stream, first_event, relay
 from app.api.validation import json_body
 from app.errors import ApiError
@@ -32,22 +32,7 @@ bp = Blueprint("openai", __name__)
 errors.RENDERERS[OPENAI] = openai_wire.error_response
 
 
-@bp.before_request
-def require_bearer_key() -> None:
-    """Clients send `Authorization: Bearer <key>`, checked against NODE_API_KEYS; it is
-    never forwarded (the node sends its own key)."""
-    settings: Settings = current_app.config["L104_SETTINGS"]
-    if not settings.node_api_keys:
-        return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "Send a node API key as Authorization: Bearer <key>.")
-    if not key_is_valid(token, settings.node_api_keys):
-        raise ApiError(401, "Incorrect API key provided.")
-
-
+bp.before_request(require_bearer_key)
 admission.guard(bp)
 
 

@@ -149,10 +149,10 @@ def init_app(app: Any, settings: Settings) -> None:
         models=list(settings.gemini_models),
         pid=os.getpid(),
     )
-    if not settings.node_api_keys:
+    if not settings.node_api_keys and not settings.clients_file:
         log_event(
             log,
             "node_open",
             logging.WARNING,
-            hint="NODE_API_KEYS is unset: any client can use this node",
+            hint="NODE_API_KEYS and CLIENTS_FILE are unset: any client can use this node",
         )

@@ -18,6 +18,8 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TypeVar
 
 from flask import current_app
@@ -51,6 +53,19 @@ from app.upstream.retry_policy import current_budget, current_deadline
 from app.workers.registry import RecentCalls
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelScope:
+    """The models one client may be answered by (its `models` globs), and who it is."""
+
+    owner: str
+    allows: Callable[[str], bool]
+
+
+# Set by the client check of each request: the gateway neither calls nor rotates to a model
+# outside it.
+current_scope: ContextVar[ModelScope | None] = ContextVar("l104_model_scope", default=None)
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 
 
@@ -156,11 +171,25 @@ class Gateway:
             self.hedging.budget.request()
         answered_by_hedge.set(False)
         try:
-            candidates = self.candidates(requested, rotate)
+            candidates = self._in_scope(requested, self.candidates(requested, rotate))
             return self._rotate(candidates, op, deadline, kind if rotate else EMBED, discard)
         finally:
             current_deadline.reset(token)
             current_budget.reset(budget_token)
+
+    @staticmethod
+    def _in_scope(requested: str | None, candidates: list[str]) -> list[str]:
+        """The candidates the request's client may use; 403 (nothing sent upstream) when it
+        may not use the model it asked for."""
+        scope = current_scope.get()
+        if scope is None:
+            return candidates
+        if requested is not None and not scope.allows(requested):
+            raise ApiError(403, f"Client {scope.owner} may not use model {requested}.")
+        allowed = [m for m in candidates if scope.allows(m)]
+        if not allowed:
+            raise ApiError(403, f"Client {scope.owner} may use none of the models served.")
+        return allowed
 
     def _rotate(
         self,

@@ -1,0 +1,165 @@
+"""Clients of a real node (gunicorn, the simulator): recognised on every surface, models
+outside a client's list refused before anything goes upstream, the file re-read on change,
+a bad file refused at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import requests
+
+from app.clients.registry import key_hash
+from tests.conftest import running_node
+from tests.support.logs import events
+from tests.support.processes import ROOT, Service, wait_until
+from tests.support.simulator_client import SimulatorControl
+
+OPEN_KEY = "wide-client-s3cr3t-key"
+NARROW_KEY = "narrow-client-s3cr3t-key"
+LEGACY_KEY = "legacy-node-api-key-s3cr3t"
+PROMPT = {"contents": [{"parts": [{"text": "who am I"}]}]}
+CLIENTS = f"""\
+[clients.wide]
+key_sha256 = "{key_hash(OPEN_KEY)}"
+
+[clients.narrow]
+key_sha256 = "{key_hash(NARROW_KEY)}"
+models = ["gemini-3.5-*"]
+"""
+
+
+@pytest.fixture(scope="module")
+def clients_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clients") / "clients.toml"
+    path.write_text(CLIENTS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clients_node(
+    simulator_service: Service, logs_dir: Path, clients_file: Path
+) -> Iterator[Service]:
+    with running_node(
+        simulator_service,
+        logs_dir,
+        "clients-node",
+        CLIENTS_FILE=str(clients_file),
+        NODE_API_KEYS=LEGACY_KEY,
+    ) as service:
+        yield service
+
+
+def _generate(node: Service, key: str | None, model: str = "gemini-3.8-flash") -> requests.Response:
+    headers = {"x-goog-api-key": key} if key else {}
+    return requests.post(
+        f"{node.url}/v1beta/models/{model}:generateContent",
+        json=PROMPT,
+        headers=headers,
+        timeout=10,
+    )
+
+
+def test_known_keys_call_and_others_are_refused(
+    clients_node: Service, simulator: SimulatorControl
+) -> None:
+    assert _generate(clients_node, OPEN_KEY).status_code == 200
+    assert _generate(clients_node, LEGACY_KEY).status_code == 200  # NODE_API_KEYS still work
+    assert _generate(clients_node, "someone-else").status_code == 400
+    assert _generate(clients_node, None).status_code == 403
+    assert requests.post(
+        f"{clients_node.url}/v1beta/models/gemini-3.8-flash:generateContent",
+        params={"key": OPEN_KEY},
+        json=PROMPT,
+        timeout=10,
+    ).ok
+    assert simulator.calls() == 3
+
+
+def test_openai_surface_knows_the_file_clients(clients_node: Service) -> None:
+    client = openai.OpenAI(api_key=OPEN_KEY, base_url=f"{clients_node.url}/v1beta/openai/")
+    reply = client.chat.completions.create(
+        model="gemini-3.8-flash", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
+    stranger = openai.OpenAI(api_key="nope", base_url=f"{clients_node.url}/v1beta/openai/")
+    with pytest.raises(openai.AuthenticationError):
+        stranger.chat.completions.create(
+            model="gemini-3.8-flash", messages=[{"role": "user", "content": "hi"}]
+        )
+
+
+def test_a_model_outside_the_clients_list_is_refused_before_upstream(
+    clients_node: Service, simulator: SimulatorControl
+) -> None:
+    refused = _generate(clients_node, NARROW_KEY, "gemini-3.8-flash")
+    assert refused.status_code == 403
+    error = refused.json()["error"]
+    assert error["status"] == "PERMISSION_DENIED" and "narrow" in error["message"]
+    assert NARROW_KEY not in refused.text and key_hash(NARROW_KEY) not in refused.text
+    assert simulator.calls() == 0
+    openai_refused = requests.post(
+        f"{clients_node.url}/v1beta/openai/chat/completions",
+        json={"model": "gemini-3.8-flash", "messages": [{"role": "user", "content": "x"}]},
+        headers={"Authorization": f"Bearer {NARROW_KEY}"},
+        timeout=10,
+    )
+    assert openai_refused.status_code == 403 and simulator.calls() == 0
+    assert _generate(clients_node, NARROW_KEY, "gemini-3.5-flash").status_code == 200
+
+
+def test_rotation_stays_within_the_clients_models(
+    clients_node: Service, simulator: SimulatorControl
+) -> None:
+    simulator.fault("503", model="gemini-3.5-flash")
+    response = _generate(clients_node, NARROW_KEY, "gemini-3.5-flash")
+    assert response.status_code == 503  # no other model of its list is served
+    assert set(simulator.stats()["by_model"]) == {"gemini-3.5-flash"}
+    assert _generate(clients_node, OPEN_KEY, "gemini-3.5-flash").status_code == 200  # rotated
+
+
+def test_a_client_added_to_the_file_can_call_within_seconds(
+    clients_node: Service, clients_file: Path
+) -> None:
+    late = "late-client-s3cr3t-key"
+    assert _generate(clients_node, late).status_code == 400
+    clients_file.write_text(CLIENTS + f'\n[clients.late]\nkey_sha256 = "{key_hash(late)}"\n')
+    wait_until(lambda: len(_loaded_by(clients_node, 3)) == 2, 10, "both workers read it")
+    assert _generate(clients_node, late).status_code == 200
+    clients_file.write_text(CLIENTS + "\n[clients.broken\n")  # a bad edit: kept out
+    wait_until(
+        lambda: "clients_file_rejected" in clients_node.log_text(), 10, "the bad edit logged"
+    )
+    # the clients before it stay, in every worker
+    assert all(_generate(clients_node, late).status_code == 200 for _ in range(8))
+    assert _generate(clients_node, OPEN_KEY).status_code == 200
+
+
+def _loaded_by(node: Service, clients: int) -> set[int]:
+    """The workers that logged loading a file of `clients` clients (plus NODE_API_KEYS')."""
+    return {
+        e["worker_pid"] for e in events(node, "clients_file_loaded") if e["clients"] == clients + 1
+    }
+
+
+def test_a_bad_clients_file_stops_the_node_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "clients.toml"
+    path.write_text('# clients\n[clients.a]\nkey_sha256 = "not-a-hash"\n')
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    result = subprocess.run(
+        [gunicorn, "-c", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "GEMINI_API_KEY": "x", "CLIENTS_FILE": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"l104-node: invalid CLIENTS_FILE: {path}, line 2 ([clients.a]): "
+        "key_sha256 must be 64 hex digits (a SHA-256)"
+    )
