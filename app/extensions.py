@@ -11,8 +11,11 @@ from functools import partial
 from pathlib import Path
 
 from flask import Flask
+from flask_limiter import Limiter
+from limits.storage import Storage, storage_from_string
 
 from app.api.metrics_export import StateCollector
+from app.clients.quotas import Quotas
 from app.clients.source import ClientsSource
 from app.clock import Clock
 from app.healing import health_checks
@@ -91,6 +94,12 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         hedging=Hedging(hedge_config(settings), clock),
     )
     limiter = rate_limits.init_app(app, settings, limits_uri)
+    quotas = Quotas(
+        limits_storage(settings, limits_uri),
+        limits_storage(settings, budgets_uri(limits_uri), key_prefix="l104-budgets"),
+        clock,
+    )
+    app.extensions["l104.quotas"] = quotas
 
     recycler = Recycler(
         store, clock, slot_ttl=settings.graceful_timeout + 30, min_age=settings.worker_min_age
@@ -99,7 +108,7 @@ def init_app(app: Flask, settings: Settings, clock: Clock) -> None:
         store,
         breakers,
         pool.routes(settings.served_models),
-        reset_rate_limits=lambda: rate_limits.reset(limiter),
+        reset_rate_limits=partial(reset_request_windows, limiter, quotas),
         reset_keys=lambda: store.end_cooldowns([pool.rest_name(k) for k in pool.keys]),
         reset_http_client=client.reset,
         recycle_worker=recycler.request,
@@ -211,3 +220,34 @@ def export_hedge_delays(gateway: Gateway) -> None:
         for kind, delay in kinds.items():
             if delay is not None:
                 metrics.HEDGE_DELAY.labels(metrics.model_label(model), kind).set(delay)
+
+
+def budgets_uri(limits_uri: str) -> str:
+    """Where token budgets count: a file of their own beside the node's SQLite state (Redis:
+    the same server, under their own key prefix)."""
+    if limits_uri.startswith("l104sqlite://"):
+        return limits_uri.removesuffix("state.db") + "budgets.db"
+    return limits_uri
+
+
+def limits_storage(settings: Settings, uri: str, key_prefix: str = "") -> Storage:
+    """A `limits` storage for the clients' quotas (with Redis: the state backend's short
+    timeouts)."""
+    options: dict[str, float | str] = {}
+    if uri.startswith(("redis", "rediss", "unix")):
+        options = {
+            "socket_timeout": settings.state_timeout,
+            "socket_connect_timeout": settings.state_timeout,
+        }
+        if key_prefix:
+            options["key_prefix"] = key_prefix
+    storage = storage_from_string(uri, **options)
+    assert isinstance(storage, Storage)  # a synchronous scheme
+    return storage
+
+
+def reset_request_windows(limiter: Limiter, quotas: Quotas) -> None:
+    """Healing's reset_rate_limits: the per-IP limits and every client's request windows
+    (token budgets stay)."""
+    rate_limits.reset(limiter)
+    quotas.reset_requests()

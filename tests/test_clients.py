@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from limits.storage import MemoryStorage
 
-from app.clients.registry import ClientsFileError, Limits, key_hash, load, parse
+from app.clients.quotas import Quotas, Window
+from app.clients.registry import Client, ClientsFileError, Limits, key_hash, load, parse
 from app.clients.source import ClientsSource
 from app.clock import FakeClock
 from app.upstream.key_pool import key_id
@@ -133,3 +135,61 @@ def test_new_key_prints_a_key_once_and_its_table() -> None:
         [sys.executable, "-m", "app.clients", "new-key", "no spaces"], capture_output=True
     )
     assert bad.returncode == 2
+
+
+def _quota_client(**limits: int) -> Client:
+    return Client("app-1", key_hash("k"), Limits(**limits))
+
+
+def test_requests_per_minute_refused_until_the_next_utc_minute(clock: FakeClock) -> None:
+    clock.advance(60 - clock.now() % 60)  # the start of a UTC minute
+    quotas = Quotas(MemoryStorage(), MemoryStorage(), clock)
+    client = _quota_client(requests_per_minute=2)
+    assert quotas.admit(client) is None and quotas.admit(client) is None
+    refusal = quotas.admit(client)
+    assert refusal is not None and refusal.limit == "requests_per_minute"
+    assert refusal.quota_id == "RequestsPerMinutePerClient" and refusal.retry_after == 60
+    clock.advance(45)
+    assert quotas.windows(client)["requests_per_minute"] == Window(2, 0, 15)
+    clock.advance(15)
+    assert quotas.admit(client) is None  # a new minute
+
+
+def test_tokens_are_charged_after_and_refused_once_spent(clock: FakeClock) -> None:
+    clock.advance(86400 - clock.now() % 86400)  # midnight UTC
+    quotas = Quotas(MemoryStorage(), MemoryStorage(), clock)
+    client = _quota_client(tokens_per_minute=100, tokens_per_day=250)
+    assert quotas.admit(client) is None
+    quotas.charge(client, 99)
+    assert quotas.admit(client) is None  # 1 token left: the call may go
+    quotas.charge(client, 30)  # it crossed the limit: charged in full
+    assert quotas.windows(client)["tokens_per_minute"].remaining == 0
+    refusal = quotas.admit(client)
+    assert refusal is not None and refusal.quota_id == "TokensPerMinutePerClient"
+    clock.advance(60)
+    quotas.charge(client, 130)  # 259 today
+    refusal = quotas.admit(client)
+    assert refusal is not None and refusal.limit == "tokens_per_day"
+    assert refusal.retry_after == 86400 - 60  # until the next UTC day
+    quotas.reset(client)
+    assert quotas.admit(client) is None
+
+
+def test_a_client_without_limits_is_never_refused(clock: FakeClock) -> None:
+    quotas = Quotas(MemoryStorage(), MemoryStorage(), clock)
+    client = _quota_client()
+    quotas.charge(client, 10**9)
+    assert all(quotas.admit(client) is None for _ in range(100))
+    assert quotas.windows(client) == {}
+
+
+def test_healings_reset_clears_request_windows_and_keeps_token_budgets(clock: FakeClock) -> None:
+    clock.advance(60 - clock.now() % 60)
+    quotas = Quotas(MemoryStorage(), MemoryStorage(), clock)
+    client = _quota_client(requests_per_minute=1, tokens_per_minute=10)
+    assert quotas.admit(client) is None
+    quotas.charge(client, 10)
+    quotas.reset_requests()
+    windows = quotas.windows(client)
+    assert windows["requests_per_minute"].remaining == 1
+    assert windows["tokens_per_minute"].remaining == 0  # a budget: it stays

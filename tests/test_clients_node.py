@@ -4,6 +4,7 @@ a bad file refused at start."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from pathlib import Path
 import openai
 import pytest
 import requests
+from google import genai
+from google.genai import types
 
 from app.clients.registry import key_hash
 from tests.conftest import running_node
@@ -22,6 +25,8 @@ from tests.support.simulator_client import SimulatorControl
 OPEN_KEY = "wide-client-s3cr3t-key"
 NARROW_KEY = "narrow-client-s3cr3t-key"
 LEGACY_KEY = "legacy-node-api-key-s3cr3t"
+METERED_KEY = "metered-client-s3cr3t-key"
+ADMIN = "clients-admin-s3cr3t-0123456789"
 PROMPT = {"contents": [{"parts": [{"text": "who am I"}]}]}
 CLIENTS = f"""\
 [clients.wide]
@@ -30,6 +35,11 @@ key_sha256 = "{key_hash(OPEN_KEY)}"
 [clients.narrow]
 key_sha256 = "{key_hash(NARROW_KEY)}"
 models = ["gemini-3.5-*"]
+
+[clients.metered]
+key_sha256 = "{key_hash(METERED_KEY)}"
+tokens_per_minute = 30
+requests_per_minute = 1000
 """
 
 
@@ -50,6 +60,7 @@ def clients_node(
         "clients-node",
         CLIENTS_FILE=str(clients_file),
         NODE_API_KEYS=LEGACY_KEY,
+        ADMIN_TOKEN=ADMIN,
     ) as service:
         yield service
 
@@ -128,7 +139,7 @@ def test_a_client_added_to_the_file_can_call_within_seconds(
     late = "late-client-s3cr3t-key"
     assert _generate(clients_node, late).status_code == 400
     clients_file.write_text(CLIENTS + f'\n[clients.late]\nkey_sha256 = "{key_hash(late)}"\n')
-    wait_until(lambda: len(_loaded_by(clients_node, 3)) == 2, 10, "both workers read it")
+    wait_until(lambda: len(_loaded_by(clients_node, 4)) == 2, 10, "both workers read it")
     assert _generate(clients_node, late).status_code == 200
     clients_file.write_text(CLIENTS + "\n[clients.broken\n")  # a bad edit: kept out
     wait_until(
@@ -163,3 +174,90 @@ def test_a_bad_clients_file_stops_the_node_at_start(tmp_path: Path) -> None:
         f"l104-node: invalid CLIENTS_FILE: {path}, line 2 ([clients.a]): "
         "key_sha256 must be 64 hex digits (a SHA-256)"
     )
+
+
+def _admin_reset(node: Service, client: str) -> None:
+    requests.post(
+        f"{node.url}/self/clients/{client}/reset",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=5,
+    ).raise_for_status()
+
+
+def test_tokens_are_charged_and_the_next_call_refused_in_geminis_shape(
+    clients_node: Service, simulator: SimulatorControl
+) -> None:
+    """The simulator's usage is charged (its totalTokenCount); once the minute's 30 tokens
+    are spent the next call is refused at once, nothing sent upstream."""
+    spent = 0
+    while spent < 30:
+        answer = _generate(clients_node, METERED_KEY)
+        assert answer.status_code == 200
+        spent += answer.json()["usageMetadata"]["totalTokenCount"]
+        assert int(answer.headers["x-ratelimit-limit-tokens"]) == 30
+        assert int(answer.headers["x-ratelimit-remaining-tokens"]) == max(0, 30 - spent)
+    upstream = simulator.calls()
+    refused = _generate(clients_node, METERED_KEY)
+    assert refused.status_code == 429 and simulator.calls() == upstream
+    error = refused.json()["error"]
+    assert error["status"] == "RESOURCE_EXHAUSTED"
+    failure, retry = error["details"]
+    assert failure["@type"].endswith("QuotaFailure")
+    assert failure["violations"][0]["quotaId"] == "TokensPerMinutePerClient"
+    assert retry["@type"].endswith("RetryInfo")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert METERED_KEY not in refused.text and key_hash(METERED_KEY) not in refused.text
+    sdk = genai.Client(
+        api_key=METERED_KEY,
+        http_options=types.HttpOptions(base_url=clients_node.url, api_version="v1beta"),
+    )
+    with pytest.raises(genai.errors.ClientError) as caught:  # google-genai sees the 429
+        sdk.models.generate_content(model="gemini-3.8-flash", contents="more")
+    assert caught.value.code == 429
+    assert any("RetryInfo" in d.get("@type", "") for d in caught.value.details["error"]["details"])
+    metrics = requests.get(f"{clients_node.url}/metrics", timeout=5).text
+    assert 'l104_client_refusals_total{client="metered",limit="tokens_per_minute"}' in metrics
+    assert 'l104_client_tokens_total{client="metered",kind="prompt"' in metrics
+    assert METERED_KEY not in metrics and key_hash(METERED_KEY) not in metrics
+    _admin_reset(clients_node, "metered")
+    assert _generate(clients_node, METERED_KEY).status_code == 200
+
+
+def test_openai_sdk_reads_the_limits_and_gets_a_rate_limit_error(
+    clients_node: Service, simulator: SimulatorControl
+) -> None:
+    _admin_reset(clients_node, "metered")
+    client = openai.OpenAI(
+        api_key=METERED_KEY, base_url=f"{clients_node.url}/v1beta/openai/", max_retries=0
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model="gemini-3.8-flash", messages=[{"role": "user", "content": "count me"}]
+    )
+    used = raw.parse().usage
+    assert used is not None
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) == max(0, 30 - used.total_tokens)
+    while int(raw.headers["x-ratelimit-remaining-tokens"]) > 0:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gemini-3.8-flash", messages=[{"role": "user", "content": "count me"}]
+        )
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(
+            model="gemini-3.8-flash", messages=[{"role": "user", "content": "one more"}]
+        )
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    _admin_reset(clients_node, "metered")
+
+
+def test_a_stream_is_charged_from_its_last_event(
+    clients_node: Service, simulator: SimulatorControl
+) -> None:
+    _admin_reset(clients_node, "metered")
+    simulator.configure(stream_chunks=4)
+    path = f"{clients_node.url}/v1beta/models/gemini-3.8-flash:streamGenerateContent?alt=sse"
+    response = requests.post(path, json=PROMPT, headers={"x-goog-api-key": METERED_KEY}, timeout=10)
+    frames = [line for line in response.text.splitlines() if line.startswith("data: ")]
+    total = json.loads(frames[-1][6:])["usageMetadata"]["totalTokenCount"]
+    after = _generate(clients_node, METERED_KEY)  # its headers show the stream's charge
+    spent = total + after.json()["usageMetadata"]["totalTokenCount"]
+    assert int(after.headers["x-ratelimit-remaining-tokens"]) == max(0, 30 - spent)
+    _admin_reset(clients_node, "metered")

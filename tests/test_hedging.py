@@ -183,21 +183,32 @@ def pool() -> KeyPool:
     return KeyPool(["k1", "k2"])
 
 
-@pytest.fixture
-def hedged(store: SqliteStateStore, clock: FakeClock, pool: KeyPool) -> Gateway:
+def _gateway(
+    store: SqliteStateStore,
+    clock: FakeClock,
+    pool: KeyPool,
+    config: HedgeConfig,
+    deadline: float = 60,
+) -> Gateway:
+    """A gateway over `pool` with `config`, its timer driven by the test."""
     board = BreakerBoard(store, fail_max=3, reset_timeout=60, max_probes=1, probe_ttl=30)
-    config = HedgeConfig(default_delay=1.0, min_delay=0.5, stall_timeout=30.0)
     return Gateway(
         MODELS,
         board.get,
         Cooldowns(store, CooldownPolicy(default=30)),
         store,
         clock,
-        deadline_seconds=60,
+        deadline_seconds=deadline,
         keys=pool,
         hedging=Hedging(config, clock),
         timer=Timer(clock, threaded=False),
     )
+
+
+@pytest.fixture
+def hedged(store: SqliteStateStore, clock: FakeClock, pool: KeyPool) -> Gateway:
+    config = HedgeConfig(default_delay=1.0, min_delay=0.5, stall_timeout=30.0)
+    return _gateway(store, clock, pool, config)
 
 
 def _ids(pool: KeyPool) -> tuple[str, str]:
@@ -266,17 +277,8 @@ def test_primary_answering_first_cancels_the_hedge(
 def test_stalled_attempt_fails_its_route_and_the_call_goes_on(
     store: SqliteStateStore, clock: FakeClock, pool: KeyPool
 ) -> None:
-    board = BreakerBoard(store, fail_max=3, reset_timeout=60, max_probes=1, probe_ttl=30)
-    gateway = Gateway(
-        MODELS,
-        board.get,
-        Cooldowns(store, CooldownPolicy(default=30)),
-        store,
-        clock,
-        deadline_seconds=60,
-        keys=pool,
-        hedging=Hedging(HedgeConfig(enabled=False, stall_timeout=5.0), clock),
-        timer=Timer(clock, threaded=False),
+    gateway = _gateway(
+        store, clock, pool, HedgeConfig(enabled=False, stall_timeout=5.0), deadline=60
     )
     k1, k2 = _ids(pool)
     upstream = BlockingUpstream({("m1", k1): "hang"})
@@ -294,18 +296,12 @@ def test_stalled_attempt_fails_its_route_and_the_call_goes_on(
 def test_spent_budget_starts_no_hedge(
     store: SqliteStateStore, clock: FakeClock, pool: KeyPool
 ) -> None:
-    board = BreakerBoard(store, fail_max=3, reset_timeout=60, max_probes=1, probe_ttl=30)
-    config = HedgeConfig(default_delay=1.0, budget_ratio=0.0, budget_allowance=0, stall_timeout=5)
-    gateway = Gateway(
-        MODELS,
-        board.get,
-        Cooldowns(store, CooldownPolicy(default=30)),
+    gateway = _gateway(
         store,
         clock,
-        deadline_seconds=60,
-        keys=pool,
-        hedging=Hedging(config, clock),
-        timer=Timer(clock, threaded=False),
+        pool,
+        HedgeConfig(default_delay=1.0, budget_ratio=0.0, budget_allowance=0, stall_timeout=5),
+        deadline=60,
     )
     k1, k2 = _ids(pool)
     upstream = BlockingUpstream({("m1", k1): "hang"})
@@ -323,17 +319,8 @@ def test_spent_budget_starts_no_hedge(
 def test_no_hedge_that_could_not_finish_before_the_deadline(
     store: SqliteStateStore, clock: FakeClock, pool: KeyPool
 ) -> None:
-    board = BreakerBoard(store, fail_max=3, reset_timeout=60, max_probes=1, probe_ttl=30)
-    gateway = Gateway(
-        MODELS,
-        board.get,
-        Cooldowns(store, CooldownPolicy(default=30)),
-        store,
-        clock,
-        deadline_seconds=0.9,
-        keys=pool,
-        hedging=Hedging(HedgeConfig(default_delay=1.0, stall_timeout=0.5), clock),
-        timer=Timer(clock, threaded=False),
+    gateway = _gateway(
+        store, clock, pool, HedgeConfig(default_delay=1.0, stall_timeout=0.5), deadline=0.9
     )
     k1, _ = _ids(pool)
     upstream = BlockingUpstream({("m1", k1): "hang"})
@@ -362,18 +349,9 @@ def test_a_call_that_never_rotates_hedges_on_another_key_of_its_model(
 def test_one_key_and_no_rotation_hedges_on_the_same_route(
     store: SqliteStateStore, clock: FakeClock
 ) -> None:
-    board = BreakerBoard(store, fail_max=3, reset_timeout=60, max_probes=1, probe_ttl=30)
     pool = KeyPool(["only"])
-    gateway = Gateway(
-        MODELS,
-        board.get,
-        Cooldowns(store, CooldownPolicy(default=30)),
-        store,
-        clock,
-        deadline_seconds=60,
-        keys=pool,
-        hedging=Hedging(HedgeConfig(default_delay=1.0, stall_timeout=30.0), clock),
-        timer=Timer(clock, threaded=False),
+    gateway = _gateway(
+        store, clock, pool, HedgeConfig(default_delay=1.0, stall_timeout=30.0), deadline=60
     )
     key = pool.keys[0].id
     script = iter(["hang", "ok"])
@@ -412,17 +390,8 @@ def test_a_failed_hedge_leaves_the_primary_running(
 def test_an_answer_still_arriving_is_never_taken_for_a_stall(
     store: SqliteStateStore, clock: FakeClock, pool: KeyPool
 ) -> None:
-    board = BreakerBoard(store, fail_max=3, reset_timeout=60, max_probes=1, probe_ttl=30)
-    gateway = Gateway(
-        MODELS,
-        board.get,
-        Cooldowns(store, CooldownPolicy(default=30)),
-        store,
-        clock,
-        deadline_seconds=60,
-        keys=pool,
-        hedging=Hedging(HedgeConfig(enabled=False, stall_timeout=5.0), clock),
-        timer=Timer(clock, threaded=False),
+    gateway = _gateway(
+        store, clock, pool, HedgeConfig(enabled=False, stall_timeout=5.0), deadline=60
     )
     k1, _ = _ids(pool)
     upstream = BlockingUpstream({("m1", k1): "trickle"}, clock=clock)
@@ -444,18 +413,9 @@ def test_a_stall_with_no_other_route_is_tried_once_more(
 ) -> None:
     """An embedding on a pool of one key: after a stall, the same route again (a hang is
     rarely two in a row), not a 504 at once."""
-    board = BreakerBoard(store, fail_max=3, reset_timeout=60, max_probes=1, probe_ttl=30)
     pool = KeyPool(["only"])
-    gateway = Gateway(
-        MODELS,
-        board.get,
-        Cooldowns(store, CooldownPolicy(default=30)),
-        store,
-        clock,
-        deadline_seconds=60,
-        keys=pool,
-        hedging=Hedging(HedgeConfig(enabled=False, stall_timeout=5.0), clock),
-        timer=Timer(clock, threaded=False),
+    gateway = _gateway(
+        store, clock, pool, HedgeConfig(enabled=False, stall_timeout=5.0), deadline=60
     )
     key = pool.keys[0].id
     script = iter(["hang", "ok"])

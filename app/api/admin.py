@@ -8,7 +8,9 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from app.api import accounting
 from app.api.bearer import bearer_matches
+from app.api.client_auth import clients
 from app.api.status import node_status
 from app.errors import ApiError
 from app.healing.healer import ALL_ACTIONS, LEVEL_ACTIONS, Healer
@@ -104,6 +106,43 @@ def status() -> Response:
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.get("/clients")
+def clients_view() -> Response:
+    """Each client's limits, what it used this minute and today, and what is left (ids
+    only: never a key or its hash)."""
+    quotas = accounting.quotas()
+    shown = {}
+    for client_id, client in sorted(clients().by_id().items()):
+        windows = quotas.windows(client)
+        shown[client_id] = {
+            "limits": client.limits.shown(),
+            "models": list(client.models) if client.models is not None else None,
+            "windows": {
+                name: {
+                    "limit": w.limit,
+                    "used": w.limit - w.remaining,
+                    "remaining": w.remaining,
+                    "reset_seconds": round(w.reset, 1),
+                }
+                for name, w in windows.items()
+            },
+        }
+    response = jsonify({"clients": shown})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/clients/<client_id>/reset")
+def reset_client(client_id: str) -> Response:
+    """Clear one client's current windows (its requests and tokens of this minute and day)."""
+    client = clients().by_id().get(client_id)
+    if client is None:
+        raise ApiError(404, "No such client.")
+    accounting.quotas().reset(client)
+    log_event(log, "client_windows_reset", client=client.id)
+    return jsonify({"client": client.id, "reset": True})
 
 
 # The console: one page, its style and its script, all from the node (no CDN, no framework).

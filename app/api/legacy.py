@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, stream_with_context
 
+from app.api import accounting
 from app.api.client_auth import require_client_key
 from app.api.node import close_stream, open_stream, relay
 from app.api.validation import json_body
@@ -20,6 +21,8 @@ from app.upstream import sse
 
 bp = Blueprint("legacy", __name__, url_prefix="/api")
 bp.before_request(require_client_key)
+bp.before_request(accounting.admit)
+bp.after_request(accounting.rate_limit_headers)
 admission.guard(bp)
 
 
@@ -45,7 +48,7 @@ def stream() -> Response:
 def _text_events(model: str, first: bytes, events: Generator[bytes, None, None]) -> Iterator[bytes]:
     try:
         yield from _chunk_text(first)
-        for data in relay(model, events):
+        for data in relay(model, events, first):
             yield from _chunk_text(data)
     except ApiError as error:
         yield b"event: error\n" + sse.text_event(json.dumps(error.body()))

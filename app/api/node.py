@@ -8,6 +8,7 @@ from functools import partial
 
 from flask import Blueprint, Response, g, request, stream_with_context
 
+from app.api import accounting
 from app.api.client_auth import require_client_key
 from app.api.validation import (
     ModelNotServed,
@@ -29,6 +30,8 @@ from app.upstream.client import get_client
 
 bp = Blueprint("node", __name__)
 bp.before_request(require_client_key)
+bp.before_request(accounting.admit)
+bp.after_request(accounting.rate_limit_headers)
 admission.guard(bp)
 
 MODEL_HEADER = "X-L104-Model"
@@ -59,6 +62,7 @@ def generate_content(model: str) -> Response:
     check_contents(body)
     client = get_client()
     (parsed, content), answered = get_gateway().call(model, lambda m: client.generate(m, raw))
+    accounting.charge(answered, parsed)
     if "modelVersion" not in parsed:
         parsed["modelVersion"] = answered
         content = json.dumps(parsed).encode()
@@ -115,21 +119,28 @@ def first_event(
         raise
 
 
-def relay(model: str, events: Generator[bytes, None, None]) -> Iterator[bytes]:
-    """The rest of an upstream stream; a later failure is counted, then re-raised."""
+def relay(
+    model: str, events: Generator[bytes, None, None], first: bytes | None = None
+) -> Iterator[bytes]:
+    """The rest of an upstream stream; a later failure is counted, then re-raised. The
+    client is charged from the last event (its usage is cumulative)."""
+    last = first
     try:
-        yield from events
+        for data in events:
+            last = data
+            yield data
     except UpstreamError as error:
         get_gateway().record_stream_failure(model, error)
         raise
     finally:
         events.close()
+        accounting.charge_event(model, last)
 
 
 def _sse_frames(model: str, first: bytes, events: Generator[bytes, None, None]) -> Iterator[bytes]:
     try:
         yield sse.frame(first)
-        for data in relay(model, events):
+        for data in relay(model, events, first):
             yield sse.frame(data)
     except ApiError as error:
         yield sse_error_event(error)
@@ -140,7 +151,7 @@ def _array_frames(
 ) -> Iterator[bytes]:
     try:
         yield b"[" + first
-        for data in relay(model, events):
+        for data in relay(model, events, first):
             yield b",\r\n" + data
     except ApiError as error:
         yield b",\r\n" + json.dumps(error.body()).encode()

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
 from app import errors
-from app.api import openai_wire
+from app.api import accounting, openai_wire
 from app.api.client_auth import require_bearer_key
 from app.api.node import STREAM_HEADERS, answer_headers, close_stream, first_event, relay
 from app.api.validation import json_body
@@ -33,6 +33,8 @@ errors.RENDERERS[OPENAI] = openai_wire.error_response
 
 
 bp.before_request(require_bearer_key)
+bp.before_request(accounting.admit)
+bp.after_request(accounting.rate_limit_headers)
 admission.guard(bp)
 
 
@@ -53,6 +55,7 @@ def chat_completions() -> Response:
     if openai_wire.check_chat(body):
         return _stream_chat(model, body)
     (parsed, content), answered = _forward("chat/completions", model, body, rotate=True)
+    accounting.charge(answered, parsed)
     if "model" not in parsed:
         parsed["model"] = answered
         content = json.dumps(parsed).encode()
@@ -89,7 +92,7 @@ def _open_stream(body: dict[str, object], model: str) -> tuple[bytes, Generator[
 def _frames(model: str, first: bytes, events: Generator[bytes, None, None]) -> Iterator[bytes]:
     try:
         yield openai_wire.frame(first)
-        for data in relay(model, events):
+        for data in relay(model, events, first):
             yield openai_wire.frame(data)
     except ApiError as error:
         yield openai_wire.error_event(error)

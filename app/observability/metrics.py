@@ -46,6 +46,18 @@ UPSTREAM_CALLS = Counter(
 UPSTREAM_SECONDS = Histogram(
     "l104_upstream_duration_seconds", "Upstream call latency", ["model"], buckets=LATENCY_BUCKETS
 )
+# `client`: a client id of CLIENTS_FILE or NODE_API_KEYS' key-<8 hex> (never a key or hash)
+CLIENT_REQUESTS = Counter(
+    "l104_client_requests", "Answers to each client by API and status", ["client", "api", "code"]
+)
+CLIENT_TOKENS = Counter(
+    "l104_client_tokens",
+    "Tokens the upstream reported for each client's calls, by model and kind",
+    ["client", "model", "kind"],
+)
+CLIENT_REFUSALS = Counter(
+    "l104_client_refusals", "Calls refused by a client's own limit", ["client", "limit"]
+)
 HEDGES = Counter(
     "l104_hedges",
     "Hedged attempts by the model first tried and outcome (won, lost, failed, skipped_budget, "
