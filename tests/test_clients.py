@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from limits.storage import MemoryStorage
 
-from app.clients.quotas import Quotas, Window
+from app.clients.quotas import Quotas, Refusal, Window
 from app.clients.registry import Client, ClientsFileError, Limits, key_hash, load, parse
 from app.clients.source import ClientsSource
 from app.clock import FakeClock
@@ -193,3 +193,21 @@ def test_healings_reset_clears_request_windows_and_keeps_token_budgets(clock: Fa
     windows = quotas.windows(client)
     assert windows["requests_per_minute"].remaining == 1
     assert windows["tokens_per_minute"].remaining == 0  # a budget: it stays
+
+
+def test_max_in_flight_slots_are_taken_and_given_back(clock: FakeClock) -> None:
+    clock.advance(300 - clock.now() % 300 + 299)  # the last second of an in-flight window
+    quotas = Quotas(MemoryStorage(), MemoryStorage(), clock)
+    client = _quota_client(max_in_flight=2)
+    first, second = quotas.enter(client), quotas.enter(client)
+    assert isinstance(first, str) and isinstance(second, str)
+    clock.advance(1)  # a new window: the calls of the last one still count
+    refusal = quotas.enter(client)
+    assert isinstance(refusal, Refusal) and refusal.quota_id == "ConcurrentCallsPerClient"
+    assert quotas.in_flight(client) == 2
+    quotas.leave(first)
+    third = quotas.enter(client)
+    assert isinstance(third, str) and quotas.in_flight(client) == 2
+    clock.advance(600)  # a dead worker's slots are forgotten two windows later
+    assert quotas.in_flight(client) == 0
+    assert quotas.enter(_quota_client()) is None  # no such limit

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -261,3 +262,23 @@ def test_a_stream_is_charged_from_its_last_event(
     spent = total + after.json()["usageMetadata"]["totalTokenCount"]
     assert int(after.headers["x-ratelimit-remaining-tokens"]) == max(0, 30 - spent)
     _admin_reset(clients_node, "metered")
+
+
+def test_max_in_flight_refuses_at_once_node_wide(
+    simulator_service: Service, logs_dir: Path, simulator: SimulatorControl, tmp_path: Path
+) -> None:
+    key = "busy-client-s3cr3t-key"
+    path = tmp_path / "clients.toml"
+    path.write_text(f'[clients.busy]\nkey_sha256 = "{key_hash(key)}"\nmax_in_flight = 2\n')
+    with running_node(simulator_service, logs_dir, "busy-node", CLIENTS_FILE=str(path)) as node:
+        simulator.fault("slow", seconds=3)
+        with ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(_generate, node, key) for _ in range(2)]
+            wait_until(lambda: simulator.stats()["in_flight"] == 2, 10, "two calls upstream")
+            refused = _generate(node, key)  # both slots taken (on either worker)
+            assert refused.status_code == 429
+            assert "max_in_flight" in refused.json()["error"]["message"]
+            assert simulator.stats()["total"] == 2  # nothing more went upstream
+            assert [f.result().status_code for f in slow] == [200, 200]
+        simulator.reset()
+        assert _generate(node, key).status_code == 200  # the slots were given back

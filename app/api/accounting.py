@@ -39,11 +39,25 @@ def admit() -> None:
     client = current_client()
     if client is None:
         return
-    refusal = quotas().admit(client)
+    found = quotas()
+    refusal = found.admit(client)
+    if refusal is None:
+        slot = found.enter(client)
+        if isinstance(slot, str):
+            g.l104_client_slot = slot
+        else:
+            refusal = slot
     if refusal is not None:
         metrics.CLIENT_REFUSALS.labels(client.id, refusal.limit).inc()
         g.l104_fail_fast = True
         raise refused(refusal)
+
+
+def leave(_error: BaseException | None = None) -> None:
+    """Teardown: give the call's `max_in_flight` slot back (a stream's, when it ends)."""
+    slot = g.pop("l104_client_slot", None)
+    if slot is not None:
+        quotas().leave(slot)
 
 
 def refused(refusal: Refusal) -> ApiError:

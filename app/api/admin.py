@@ -119,6 +119,7 @@ def clients_view() -> Response:
         shown[client_id] = {
             "limits": client.limits.shown(),
             "models": list(client.models) if client.models is not None else None,
+            "in_flight": quotas.in_flight(client),
             "windows": {
                 name: {
                     "limit": w.limit,

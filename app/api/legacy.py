@@ -23,6 +23,7 @@ bp = Blueprint("legacy", __name__, url_prefix="/api")
 bp.before_request(require_client_key)
 bp.before_request(accounting.admit)
 bp.after_request(accounting.rate_limit_headers)
+bp.teardown_request(accounting.leave)
 admission.guard(bp)
 
 

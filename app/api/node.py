@@ -32,6 +32,7 @@ bp = Blueprint("node", __name__)
 bp.before_request(require_client_key)
 bp.before_request(accounting.admit)
 bp.after_request(accounting.rate_limit_headers)
+bp.teardown_request(accounting.leave)
 admission.guard(bp)
 
 MODEL_HEADER = "X-L104-Model"

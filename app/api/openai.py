@@ -35,6 +35,7 @@ errors.RENDERERS[OPENAI] = openai_wire.error_response
 bp.before_request(require_bearer_key)
 bp.before_request(accounting.admit)
 bp.after_request(accounting.rate_limit_headers)
+bp.teardown_request(accounting.leave)
 admission.guard(bp)
 
 

@@ -28,7 +28,13 @@ QUOTA_IDS = {
     "requests_per_minute": ("RequestsPerMinutePerClient", MINUTE),
     "tokens_per_minute": ("TokensPerMinutePerClient", MINUTE),
     "tokens_per_day": ("TokensPerDayPerClient", DAY),
+    "max_in_flight": ("ConcurrentCallsPerClient", 1),
 }
+# Calls in flight count in the window of their start; a call lasts less than one window
+# (the request deadline), so those of this window and the last are all there are, and a
+# dead worker's calls are forgotten two windows later.
+IN_FLIGHT_WINDOW = 300
+WINDOWED = ("requests_per_minute", "tokens_per_minute", "tokens_per_day")
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,11 @@ class Quotas:
     """Admits and charges clients against their limits."""
 
     def __init__(
-        self, requests: Storage, tokens: Storage | None = None, clock: Clock = SYSTEM_CLOCK
+        self,
+        requests: Storage,
+        tokens: Storage | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        in_flight_window: float = IN_FLIGHT_WINDOW,
     ) -> None:
         # Request windows sit with the rate limits (healing's reset_rate_limits clears both);
         # token windows apart, since budgets are budgets and stay.
@@ -68,6 +78,38 @@ class Quotas:
         self._count_requests = FixedWindowRateLimiter(self.requests)
         self._count_tokens = FixedWindowRateLimiter(self.tokens)
         self._clock = clock
+        self.in_flight_window = in_flight_window
+
+    def enter(self, client: Client) -> Refusal | str | None:
+        """Take one of `client`'s `max_in_flight` slots, node-wide: the slot to give back
+        with `leave`, the refusal when all are taken, None when it has no such limit."""
+        limit = client.limits.max_in_flight
+        if limit is None:
+            return None
+        now = self._clock.now()
+        index = math.floor(now / self.in_flight_window)
+        key, previous = self._slot_key(client.id, index), self._slot_key(client.id, index - 1)
+        expiry = math.ceil(2 * self.in_flight_window)
+        taken = self.requests.incr(key, expiry) + max(0, self.requests.get(previous))
+        if taken > limit:
+            self.requests.incr(key, expiry, amount=-1)
+            return Refusal(client.id, "max_in_flight", limit, 1.0)
+        return key
+
+    def leave(self, slot: str) -> None:
+        """Give a slot back."""
+        self.requests.incr(slot, math.ceil(2 * self.in_flight_window), amount=-1)
+
+    def in_flight(self, client: Client) -> int:
+        """`client`'s calls in flight node-wide."""
+        index = math.floor(self._clock.now() / self.in_flight_window)
+        return sum(
+            max(0, self.requests.get(self._slot_key(client.id, i))) for i in (index, index - 1)
+        )
+
+    @staticmethod
+    def _slot_key(client_id: str, index: int) -> str:
+        return f"l104-in-flight/{client_id}/{index}"
 
     def _item(self, name: str, value: int) -> tuple[RateLimitItem, str, float]:
         """The `limits` item of a limit, the id of its current window, seconds left in it."""
@@ -109,7 +151,7 @@ class Quotas:
     def windows(self, client: Client) -> dict[str, Window]:
         """Each limit of `client` in its window now (for headers and /self/clients)."""
         shown: dict[str, Window] = {}
-        for name in QUOTA_IDS:
+        for name in WINDOWED:
             value = getattr(client.limits, name)
             if value is None:
                 continue
@@ -120,7 +162,7 @@ class Quotas:
 
     def reset(self, client: Client) -> None:
         """Forget `client`'s current windows (POST /self/clients/<id>/reset)."""
-        for name in QUOTA_IDS:
+        for name in WINDOWED:
             value = getattr(client.limits, name)
             if value is not None:
                 item, window, _ = self._item(name, value)
