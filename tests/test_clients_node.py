@@ -13,6 +13,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import redis
 import requests
 from google import genai
 from google.genai import types
@@ -21,6 +22,7 @@ from app.clients.registry import key_hash
 from tests.conftest import running_node
 from tests.support.logs import events
 from tests.support.processes import ROOT, Service, wait_until
+from tests.support.redis_server import RedisServer
 from tests.support.simulator_client import SimulatorControl
 
 OPEN_KEY = "wide-client-s3cr3t-key"
@@ -282,3 +284,81 @@ def test_max_in_flight_refuses_at_once_node_wide(
             assert [f.result().status_code for f in slow] == [200, 200]
         simulator.reset()
         assert _generate(node, key).status_code == 200  # the slots were given back
+
+
+def test_an_openai_stream_without_include_usage_gets_no_usage_chunk_and_is_charged(
+    clients_node: Service, simulator: SimulatorControl
+) -> None:
+    _admin_reset(clients_node, "metered")
+    client = openai.OpenAI(
+        api_key=METERED_KEY, base_url=f"{clients_node.url}/v1beta/openai/", max_retries=0
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model="gemini-3.8-flash", messages=[{"role": "user", "content": "s"}], stream=True
+        )
+    )
+    assert chunks and all(chunk.usage is None and chunk.choices for chunk in chunks)
+    (seen,) = [r for r in simulator.requests() if r["api_method"] == "chat.completions"]
+    assert seen["body"]["stream_options"] == {"include_usage": True}
+    after = requests.get(
+        f"{clients_node.url}/self/clients", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=5
+    ).json()["clients"]["metered"]
+    assert after["windows"]["tokens_per_minute"]["used"] > 0  # charged all the same
+    assert after["in_flight"] == 0
+    with_usage = list(
+        client.chat.completions.create(
+            model="gemini-3.8-flash",
+            messages=[{"role": "user", "content": "s"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert with_usage[-1].usage is not None and not with_usage[-1].choices
+    _admin_reset(clients_node, "metered")
+
+
+def test_two_nodes_on_one_redis_share_a_clients_token_budget(
+    simulator_service: Service,
+    logs_dir: Path,
+    redis_server: RedisServer,
+    simulator: SimulatorControl,
+    tmp_path: Path,
+) -> None:
+    """Calls alternate between two nodes until the budget is spent: the tokens charged add
+    up to the simulator's reported usage, and both nodes refuse together."""
+    key = "shared-client-s3cr3t-key"
+    path = tmp_path / "clients.toml"
+    path.write_text(f'[clients.shared]\nkey_sha256 = "{key_hash(key)}"\ntokens_per_day = 60\n')
+    redis.Redis.from_url(redis_server.url).flushdb()
+    settings = {"CLIENTS_FILE": str(path), "STATE_URL": redis_server.url}
+    with (
+        running_node(simulator_service, logs_dir, "budget-a", **settings) as a,
+        running_node(simulator_service, logs_dir, "budget-b", **settings) as b,
+    ):
+        reported, turn = 0, 0
+        while True:
+            answer = _generate((a, b)[turn % 2], key)
+            turn += 1
+            if answer.status_code == 429:
+                break
+            assert answer.status_code == 200
+            reported += answer.json()["usageMetadata"]["totalTokenCount"]
+        assert reported >= 60 and turn >= 3  # both nodes took part before the refusal
+        for node in (a, b):  # refused together, nothing more upstream
+            before = simulator.calls()
+            refused = _generate(node, key)
+            assert refused.status_code == 429 and simulator.calls() == before
+            assert "TokensPerDayPerClient" in refused.text
+        view = (
+            requests.get(f"{a.url}/metrics", timeout=5).text
+            + requests.get(f"{b.url}/metrics", timeout=5).text
+        )
+        shared = 'l104_client_tokens_total{client="shared"'
+        charged = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in view.splitlines()
+            if line.startswith(shared) and ('kind="prompt"' in line or 'kind="candidates"' in line)
+        )
+        assert charged == reported  # prompt + candidates = the simulator's totals
+    redis.Redis.from_url(redis_server.url).flushdb()

@@ -75,11 +75,15 @@ def _forward(
 
 
 def _stream_chat(model: str, body: dict[str, object]) -> Response:
+    # The usage chunk is asked for upstream always (the client's tokens are charged from
+    # it) and passed on only to a client that asked for it.
+    wants_usage = openai_wire.wants_usage(body)
+    upstream = {**body, "stream_options": {**_options(body), "include_usage": True}}
     (first, events), answered = get_gateway().call(
-        model, partial(_open_stream, body), kind=STREAM, discard=close_stream
+        model, partial(_open_stream, upstream), kind=STREAM, discard=close_stream
     )
     return Response(
-        stream_with_context(_frames(answered, first, events)),
+        stream_with_context(_frames(answered, first, events, wants_usage)),
         mimetype="text/event-stream",
         headers={**STREAM_HEADERS, **answer_headers(answered)},
     )
@@ -90,11 +94,19 @@ def _open_stream(body: dict[str, object], model: str) -> tuple[bytes, Generator[
     return first_event(events, model)
 
 
-def _frames(model: str, first: bytes, events: Generator[bytes, None, None]) -> Iterator[bytes]:
+def _options(body: dict[str, object]) -> dict[str, object]:
+    options = body.get("stream_options")
+    return dict(options) if isinstance(options, dict) else {}
+
+
+def _frames(
+    model: str, first: bytes, events: Generator[bytes, None, None], wants_usage: bool = True
+) -> Iterator[bytes]:
     try:
         yield openai_wire.frame(first)
         for data in relay(model, events, first):
-            yield openai_wire.frame(data)
+            if wants_usage or not openai_wire.is_usage_chunk(data):
+                yield openai_wire.frame(data)
     except ApiError as error:
         yield openai_wire.error_event(error)
     yield openai_wire.DONE

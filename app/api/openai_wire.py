@@ -168,3 +168,20 @@ def _one_input(item: Any) -> bool:
 def with_model(body: dict[str, Any], model: str) -> bytes:
     """The request as sent upstream: the client's body with `model` set to the one tried."""
     return json.dumps({**body, "model": model}).encode()
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    """Whether a streaming client asked for the usage chunk (`stream_options.include_usage`)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def is_usage_chunk(data: bytes) -> bool:
+    """The last chunk of a stream with `include_usage`: `usage` and no choices."""
+    if b'"usage"' not in data:
+        return False
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(chunk, dict) and not chunk.get("choices") and bool(chunk.get("usage"))
