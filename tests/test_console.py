@@ -18,6 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from app.clients.registry import key_hash
 from tests.conftest import running_node
 from tests.support.processes import Service
 from tests.support.simulator_client import SimulatorControl
@@ -195,3 +196,38 @@ def test_console_headers_and_no_inline_script(console_node: Service) -> None:
     )
     assert status.headers["Cache-Control"] == "no-store"
     assert requests.get(f"{console_node.url}/self/console/other.js", timeout=5).status_code == 404
+
+
+def test_console_shows_each_clients_use(
+    browser: WebDriver, simulator_service: Service, logs_dir: Path, tmp_path: Path
+) -> None:
+    key = "console-client-s3cr3t-key"
+    path = tmp_path / "clients.toml"
+    path.write_text(
+        f'[clients.reports-app]\nkey_sha256 = "{key_hash(key)}"\n'
+        'models = ["gemini-3.8-*"]\ntokens_per_minute = 1000\nmax_in_flight = 4\n'
+    )
+    with running_node(
+        simulator_service, logs_dir, "console-clients", ADMIN_TOKEN=ADMIN, CLIENTS_FILE=str(path)
+    ) as node:
+        answer = requests.post(
+            f"{node.url}/v1beta/models/{FIRST}:generateContent",
+            json=PROMPT,
+            headers={"x-goog-api-key": key},
+            timeout=10,
+        )
+        tokens = answer.json()["usageMetadata"]["totalTokenCount"]
+        _console_errors(browser)  # drained: what earlier tests logged (a refused token)
+        _sign_in(browser, node, ADMIN)
+
+        def row(b: WebDriver) -> str:
+            text: str = b.execute_script(
+                "const r = document.querySelector(\"tr[data-client='reports-app']\");"
+                "return r ? r.textContent : '';"
+            )
+            return text
+
+        _wait(browser, "the client's row", lambda b: f"{tokens} of 1000" in row(b))
+        assert "gemini-3.8-*" in row(browser) and "0 of 4" in row(browser)
+        assert key not in browser.page_source and key_hash(key) not in browser.page_source
+        assert _console_errors(browser) == []

@@ -9,7 +9,7 @@ import json
 import math
 from typing import Any
 
-from flask import Response, current_app, g
+from flask import Response, current_app, g, request
 
 from app.api.client_auth import current_client
 from app.clients.quotas import Quotas, Refusal
@@ -25,6 +25,8 @@ TOKEN_KINDS = {
     "cachedContentTokenCount": "cached",
 }
 OPENAI_KINDS = {"prompt_tokens": "prompt", "completion_tokens": "candidates"}
+# WSGI environ keys the access log reads (app.workers.access_log)
+CLIENT_ENVIRON, TOKENS_ENVIRON = "l104.client", "l104.tokens"
 
 
 def quotas() -> Quotas:
@@ -39,6 +41,7 @@ def admit() -> None:
     client = current_client()
     if client is None:
         return
+    request.environ[CLIENT_ENVIRON] = client.id  # for the access log line
     found = quotas()
     refusal = found.admit(client)
     if refusal is None:
@@ -105,6 +108,7 @@ def charge(model: str, answer: dict[str, Any] | None) -> None:
     total = usage.get(total_field)
     if isinstance(total, int):
         quotas().charge(client, total)
+        request.environ[TOKENS_ENVIRON] = request.environ.get(TOKENS_ENVIRON, 0) + total
 
 
 def charge_event(model: str, data: bytes | None) -> None:

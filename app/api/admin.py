@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from app.api import accounting
 from app.api.bearer import bearer_matches
 from app.api.client_auth import clients
-from app.api.status import node_status
+from app.api.status import client_states, node_status
 from app.errors import ApiError
 from app.healing.healer import ALL_ACTIONS, LEVEL_ACTIONS, Healer
 from app.observability.logs import log_event
@@ -112,25 +112,7 @@ def status() -> Response:
 def clients_view() -> Response:
     """Each client's limits, what it used this minute and today, and what is left (ids
     only: never a key or its hash)."""
-    quotas = accounting.quotas()
-    shown = {}
-    for client_id, client in sorted(clients().by_id().items()):
-        windows = quotas.windows(client)
-        shown[client_id] = {
-            "limits": client.limits.shown(),
-            "models": list(client.models) if client.models is not None else None,
-            "in_flight": quotas.in_flight(client),
-            "windows": {
-                name: {
-                    "limit": w.limit,
-                    "used": w.limit - w.remaining,
-                    "remaining": w.remaining,
-                    "reset_seconds": round(w.reset, 1),
-                }
-                for name, w in windows.items()
-            },
-        }
-    response = jsonify({"clients": shown})
+    response = jsonify({"clients": client_states()})
     response.headers["Cache-Control"] = "no-store"
     return response
 

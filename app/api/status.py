@@ -11,7 +11,8 @@ from typing import Any
 from flask import current_app
 from prometheus_client.core import Metric
 
-from app.api import metrics_export
+from app.api import accounting, metrics_export
+from app.api.client_auth import clients
 from app.resilience.admission import CallSlots
 from app.resilience.gateway import Gateway
 from app.resilience.route_states import RouteStates
@@ -101,6 +102,7 @@ def node_status() -> dict[str, Any]:
         },
         "workers": [{k: v for k, v in w.items() if k != "events"} for w in workers],
         "hedges": _hedges(families),
+        "clients": client_states(),
         "rate_limit": {
             "limit": settings.rate_limit or None,
             "refused": int(metrics_export.totals(families).get("l104_rate_limited_requests", 0)),
@@ -116,6 +118,29 @@ def node_status() -> dict[str, Any]:
             "overloaded": slots.overloaded,
         },
     }
+
+
+def client_states() -> dict[str, dict[str, Any]]:
+    """Each client's limits, models, calls in flight and windows now (used, remaining,
+    seconds to reset), by id: never a key or its hash."""
+    quotas = accounting.quotas()
+    shown: dict[str, dict[str, Any]] = {}
+    for client_id, client in sorted(clients().by_id().items()):
+        shown[client_id] = {
+            "limits": client.limits.shown(),
+            "models": list(client.models) if client.models is not None else None,
+            "in_flight": quotas.in_flight(client),
+            "windows": {
+                name: {
+                    "limit": w.limit,
+                    "used": w.limit - w.remaining,
+                    "remaining": w.remaining,
+                    "reset_seconds": round(w.reset, 1),
+                }
+                for name, w in quotas.windows(client).items()
+            },
+        }
+    return shown
 
 
 def _hedges(families: list[Metric]) -> dict[str, Any]:

@@ -87,6 +87,9 @@ def access_entry(record: logging.LogRecord) -> dict[str, Any]:
     }
     if atoms.get("{x-l104-hedged}o") == "1":
         entry["hedged"] = True  # the answer came from a hedged attempt
+    if atoms.get("{l104.client}e"):
+        entry["client"] = atoms["{l104.client}e"]  # its id, never its key
+        entry["tokens"] = atoms.get("{l104.tokens}e") or 0
     return entry
 
 

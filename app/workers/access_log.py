@@ -43,6 +43,8 @@ class AccessLogger(Logger):  # type: ignore[misc]  # Logger is Any: gunicorn is 
             "a": environ.get("HTTP_USER_AGENT", "-"),
             "{x-request-id}o": request_id,
             "{x-l104-hedged}o": hedged,
+            "{l104.client}e": environ.get("l104.client"),
+            "{l104.tokens}e": environ.get("l104.tokens"),
         }
         try:
             self.access_log.info("access", atoms)

@@ -96,6 +96,7 @@ function render(status) {
   renderModels(status.models);
   renderWorkers(status.workers, status.rate_limit);
   renderHedges(status.hedges);
+  renderClients(status.clients || {});
   renderButtons(status.heal_levels || [], status.heal_actions || []);
   renderList("heals", status.heals, (h) =>
     `${clock(h.at)} ${h.level} by ${h.trigger}: ${(h.actions || []).join(", ") || "-"}`);
@@ -148,6 +149,28 @@ function renderWorkers(workers, rateLimit) {
   $("limits").textContent = rateLimit && rateLimit.limit
     ? `Rate limit ${rateLimit.limit}: ${rateLimit.refused} refused so far.`
     : "No rate limit (RATE_LIMIT is unset).";
+}
+
+function renderClients(clients) {
+  const body = $("clients").tBodies[0];
+  body.replaceChildren();
+  const used = (c, name) => {
+    const w = c.windows[name];
+    return w ? `${w.used} of ${w.limit} (reset in ${seconds(w.reset_seconds)})` : "-";
+  };
+  for (const [id, c] of Object.entries(clients)) {
+    const row = el("tr");
+    row.dataset.client = id;
+    row.append(el("td", id));
+    row.append(el("td", c.models ? c.models.join(", ") : "all"));
+    row.append(el("td", c.limits.max_in_flight ? `${c.in_flight} of ${c.limits.max_in_flight}` : c.in_flight));
+    row.append(el("td", used(c, "requests_per_minute")));
+    row.append(el("td", used(c, "tokens_per_minute")));
+    row.append(el("td", used(c, "tokens_per_day")));
+    body.append(row);
+  }
+  $("clients-note").textContent = Object.keys(clients).length
+    ? "" : "No clients: the node is open to anyone (CLIENTS_FILE and NODE_API_KEYS unset).";
 }
 
 function renderHedges(hedges) {
