@@ -15,6 +15,7 @@ from flask_limiter import Limiter
 from limits.storage import Storage, storage_from_string
 
 from app.api.metrics_export import StateCollector
+from app.clients.fallback import FallbackStorage
 from app.clients.quotas import Quotas
 from app.clients.source import ClientsSource
 from app.clock import Clock
@@ -243,7 +244,7 @@ def limits_storage(settings: Settings, uri: str, key_prefix: str = "") -> Storag
             options["key_prefix"] = key_prefix
     storage = storage_from_string(uri, **options)
     assert isinstance(storage, Storage)  # a synchronous scheme
-    return storage
+    return FallbackStorage(storage) if options else storage
 
 
 def reset_request_windows(limiter: Limiter, quotas: Quotas) -> None:

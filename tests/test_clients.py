@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, Storage
 
 from app.clients.quotas import Quotas, Refusal, Window
 from app.clients.registry import Client, ClientsFileError, Limits, key_hash, load, parse
@@ -211,3 +211,26 @@ def test_max_in_flight_slots_are_taken_and_given_back(clock: FakeClock) -> None:
     clock.advance(600)  # a dead worker's slots are forgotten two windows later
     assert quotas.in_flight(client) == 0
     assert quotas.enter(_quota_client()) is None  # no such limit
+
+
+def test_quotas_keep_counting_per_worker_while_redis_is_away(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from limits.storage import storage_from_string
+
+    from app.clients.fallback import FallbackStorage
+    from tests.support.processes import free_port
+
+    away = storage_from_string(
+        f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.05, socket_connect_timeout=0.05
+    )
+    assert isinstance(away, Storage)
+    storage = FallbackStorage(away, clock)
+    quotas = Quotas(storage, storage, clock)
+    client = _quota_client(requests_per_minute=1, tokens_per_minute=5)
+    with caplog.at_level("WARNING", logger="l104.clients"):
+        assert quotas.admit(client) is None  # no error for the client
+    assert any(r.getMessage() == "quota_storage_degraded" for r in caplog.records)
+    assert quotas.admit(client) is not None  # still counted, in this worker
+    quotas.charge(client, 5)
+    assert quotas.windows(client)["tokens_per_minute"].remaining == 0
