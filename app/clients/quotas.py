@@ -122,8 +122,9 @@ class Quotas:
         return item, f"{name}:{index}", (index + 1) * seconds - now
 
     def admit(self, client: Client) -> Refusal | None:
-        """Count one request of `client`; the refusal if a limit of it is reached (nothing
-        is counted for a refused call)."""
+        """Count one request of `client`; the refusal if a limit of it is reached. A
+        request refused for its tokens is not counted; one past `requests_per_minute` is, as
+        Flask-Limiter counts refused hits (a client that keeps calling stays refused)."""
         limits = client.limits
         for name in ("tokens_per_day", "tokens_per_minute"):  # the longer wait first
             value = getattr(limits, name)
