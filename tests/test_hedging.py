@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from app.clock import FakeClock
 from app.errors import AttemptCancelled, UpstreamStalled, UpstreamUnavailable
@@ -126,7 +127,7 @@ class BlockingUpstream:
     """Per (model, key id) behaviour: "hang" blocks in a socket read until the node ends
     the attempt; "ok" answers; "fail" raises a 503."""
 
-    behaviour: dict[tuple[str, str], str]
+    behaviour: dict[tuple[str, str], Any]
     calls: list[tuple[str, str]] = field(default_factory=list)
     hanging: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     ended: list[str] = field(default_factory=list)
@@ -140,6 +141,8 @@ class BlockingUpstream:
         assert key is not None
         self.calls.append((model, key.id))
         what = self.behaviour.get((model, key.id), "ok")
+        if isinstance(what, list):  # one behaviour per call of that route
+            what = what.pop(0) if len(what) > 1 else what[0]
         if what == "fail":
             raise UpstreamUnavailable(503, "down", model=model)
         if what == "trickle":  # bytes now and then from the test's end, "." ends the answer
@@ -211,6 +214,14 @@ def hedged(store: SqliteStateStore, clock: FakeClock, pool: KeyPool) -> Gateway:
     return _gateway(store, clock, pool, config)
 
 
+def _hedges(outcome: str) -> float:
+    """l104_hedges_total of this process (the test's models are unlisted in metrics)."""
+    value = REGISTRY.get_sample_value(
+        "l104_hedges_total", {"model": "unlisted", "outcome": outcome}
+    )
+    return value or 0.0
+
+
 def _ids(pool: KeyPool) -> tuple[str, str]:
     return pool.keys[0].id, pool.keys[1].id
 
@@ -242,6 +253,7 @@ def test_hedge_on_another_key_wins_and_the_hung_attempt_is_closed(
     hedged: Gateway, pool: KeyPool, clock: FakeClock, store: SqliteStateStore
 ) -> None:
     k1, k2 = _ids(pool)
+    won, lost = _hedges("won"), _hedges("lost")
     upstream = BlockingUpstream({("m1", k1): "hang"})
     thread, out = _in_thread(lambda: hedged.call("m1", upstream))
     assert upstream.hanging.acquire(timeout=WAIT)
@@ -255,6 +267,7 @@ def test_hedge_on_another_key_wins_and_the_hung_attempt_is_closed(
     assert store.breaker(pool.route("m1", pool.keys[0])).failures == 0  # not its fault
     assert hedged.hedging is not None
     assert hedged.hedging.budget.usage()["extra_attempts"] == 1
+    assert (_hedges("won"), _hedges("lost")) == (won + 1, lost)  # the primary is no hedge
 
 
 def test_primary_answering_first_cancels_the_hedge(
@@ -267,9 +280,15 @@ def test_primary_answering_first_cancels_the_hedge(
     clock.advance(1.0)
     hedged.timer.run_due()
     assert upstream.hanging.acquire(timeout=WAIT)  # the hedge hangs
+    lost = _hedges("lost")
     upstream.gate.set()
     assert _finished(thread, out) == (f"ok from m1@{k1}", "m1")
     assert upstream.done.acquire(timeout=WAIT)
+    for _ in range(int(WAIT * 100)):  # counted on the hedge's thread, just after
+        if _hedges("lost") > lost:
+            break
+        threading.Event().wait(0.01)
+    assert _hedges("lost") == lost + 1
     assert upstream.ended == [CANCELLED]  # the losing hedge was closed, not left running
     assert store.breaker(pool.route("m1", pool.keys[1])).failures == 0
 
@@ -432,3 +451,23 @@ def test_a_stall_with_no_other_route_is_tried_once_more(
     gateway.timer.run_due()
     assert _finished(thread, out) == (f"ok from m1@{key}", "m1")
     assert upstream.calls == [("m1", key), ("m1", key)] and upstream.ended == [STALLED]
+
+
+def test_when_the_hedge_stalls_too_the_call_goes_on_within_its_deadline(
+    store: SqliteStateStore, clock: FakeClock, pool: KeyPool
+) -> None:
+    gateway = _gateway(store, clock, pool, HedgeConfig(default_delay=1.0, stall_timeout=30.0))
+    k1, k2 = _ids(pool)
+    upstream = BlockingUpstream({("m1", k1): "hang", ("m1", k2): ["hang", "ok"]})
+    thread, out = _in_thread(lambda: gateway.call("m1", upstream))
+    assert upstream.hanging.acquire(timeout=WAIT)
+    clock.advance(1.0)
+    gateway.timer.run_due()  # the hedge, on the other key
+    assert upstream.hanging.acquire(timeout=WAIT)
+    clock.advance(29.0)
+    gateway.timer.run_due()  # the primary stalls: the call waits for its hedge
+    assert upstream.done.acquire(timeout=WAIT)
+    clock.advance(1.0)
+    gateway.timer.run_due()  # the hedge stalls too
+    assert _finished(thread, out) == (f"ok from m1@{k2}", "m1")  # that route once more
+    assert upstream.ended == [STALLED, STALLED]

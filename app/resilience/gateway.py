@@ -257,7 +257,6 @@ class Gateway:
                     result = op(model)
                 except AttemptCancelled:
                     breaker.release(permit)  # a hedge won: not this model's failure
-                    metrics.HEDGES.labels(metrics.model_label(model), "lost").inc()
                     return self.hedger.winner(race)
                 except UpstreamKeyRefused as error:
                     breaker.release(permit)

@@ -12,7 +12,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.errors import AttemptCancelled, UpstreamError, UpstreamKeyRefused
+from app.errors import AttemptCancelled, UpstreamError, UpstreamKeyRefused, UpstreamStalled
 from app.observability import events, metrics
 from app.resilience.breaker import BreakerOpenError, ModelBreaker, Permit
 from app.resilience.hedging import EMBED
@@ -169,6 +169,8 @@ class Hedger:
         except UpstreamError as error:
             self.gateway.failed(model, key, breaker, permit, error, Attempted(skipped={}), started)
             metrics.HEDGES.labels(requested, "failed").inc()
+            if isinstance(error, UpstreamStalled):
+                race.stalled.add(self.gateway.keys.route(model, key))
         except BaseException:
             breaker.release(permit)
             raise
@@ -193,7 +195,9 @@ class Hedger:
         if not race.hedges_started():
             return None
         won = race.wait_for_hedges(max(deadline.remaining(), 0.0))
-        hedged.update(race.tried)
+        # Routes a hedge took are not tried again, but for one that only stalled: with the
+        # deadline not over, the call may still find it answering (a hang is rarely two).
+        hedged.update(race.tried - race.stalled)
         if won is None:
             return None
         answered_by_hedge.set(won[2])

@@ -41,7 +41,9 @@ class HedgeConfig:
     budget_allowance: int = 2
     stall_timeout: float | None = None  # fixed; None: adaptive
     stall_multiple: float = 4.0
-    stall_floor: float = 10.0
+    # A model whose answers suddenly take 10 s instead of 1 s (overloaded upstream) must not
+    # see every attempt cut off: the floor is far above any window's usual latency.
+    stall_floor: float = 30.0
     stall_cap: float = 110.0
     window: int = 200
     min_samples: int = 20

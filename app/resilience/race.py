@@ -67,6 +67,7 @@ class Race(Generic[T]):
         self.winner: tuple[T, str, bool] | None = None  # result, model, hedged
         self.hedges: list[Attempt] = []
         self.tried: set[str] = set()  # routes the hedges took
+        self.stalled: set[str] = set()  # ... and of those, the ones that stalled
         self.entries: list[TimerEntry] = []
         self._running = 0
         self._started = 0

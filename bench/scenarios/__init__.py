@@ -13,6 +13,7 @@ from bench.scenarios.keys import key_failover
 from bench.scenarios.latency import overhead, throughput
 from bench.scenarios.memory import memory
 from bench.scenarios.state import state_backend
+from bench.scenarios.tail import tail
 
 Scenario = Callable[[Context], None]
 
@@ -24,6 +25,7 @@ SCENARIOS: dict[str, Scenario] = {
     "failover": failover,
     "key-failover": key_failover,
     "streaming": streaming,
+    "tail": tail,
     "recovery": recovery,
     "recycle": recycle,
     "memory": memory,

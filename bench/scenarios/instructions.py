@@ -14,6 +14,7 @@ import http.client
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,12 +64,20 @@ def callgrind_total(path: Path) -> int:
     raise ValueError(f"{path}: no summary line")
 
 
-def _start(name: str, sim_url: str, port: int, out_dir: Path, log_path: Path) -> Service:
+def _start(
+    name: str,
+    sim_url: str,
+    port: int,
+    out_dir: Path,
+    log_path: Path,
+    node_extra: Mapping[str, str] | None = None,
+) -> Service:
     ready = f"http://127.0.0.1:{port}/health"
     if name == "node":
         env = node_env(sim_url, "gthread", WEB_CONCURRENCY="1", GUNICORN_THREADS="4")
         env.update(UPSTREAM_POOL_SIZE="4", PORT=str(port), HOST="127.0.0.1")
         env.update(GUNICORN_TIMEOUT="600", WATCHDOG_INTERVAL="600")  # nothing periodic in it
+        env.update(node_extra or {})
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         args = [gunicorn, "-c", "gunicorn.conf.py"]
     else:
@@ -93,13 +102,22 @@ def _calls(port: int, count: int) -> None:
         connection.close()
 
 
-def count_worker(name: str, sim_url: str, calls: int, logs: Path) -> int:
+def count_worker(
+    name: str,
+    sim_url: str,
+    calls: int,
+    logs: Path,
+    *,
+    node_extra: Mapping[str, str] | None = None,
+    tag: str = "",
+) -> int:
     """The instructions one worker of `name` executed over its life, serving `calls` calls
-    (after WARM_UP) on one keep-alive connection."""
+    (after WARM_UP) on one keep-alive connection; `node_extra`: settings of the node's own
+    (`tag` names its log)."""
     out_dir = Path(tempfile.mkdtemp(prefix="l104-bench-callgrind-"))
     port = free_port()
-    log_path = logs / f"callgrind-{name.replace(' ', '-')}-{calls}.log"
-    service = _start(name, sim_url, port, out_dir, log_path)
+    log_path = logs / f"callgrind-{name.replace(' ', '-')}{tag}-{calls}.log"
+    service = _start(name, sim_url, port, out_dir, log_path, node_extra)
     try:
         workers = child_pids(service.process.pid)
         if len(workers) != 1:
