@@ -107,6 +107,7 @@ def test_stalled_attempts_are_counted_and_logged(
         10,
         "the hung attempt ended by a hedge or the stall timer",
     )
+    wait_until(lambda: _settled(simulator, 1), 10, "the hung attempt closed")
     assert simulator.stats()["closed_by_client"] == 1
 
 
