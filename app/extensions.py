@@ -234,17 +234,13 @@ def budgets_uri(limits_uri: str) -> str:
 def limits_storage(settings: Settings, uri: str, key_prefix: str = "") -> Storage:
     """A `limits` storage for the clients' quotas (with Redis: the state backend's short
     timeouts)."""
-    options: dict[str, float | str] = {}
-    if uri.startswith(("redis", "rediss", "unix")):
-        options = {
-            "socket_timeout": settings.state_timeout,
-            "socket_connect_timeout": settings.state_timeout,
-        }
-        if key_prefix:
-            options["key_prefix"] = key_prefix
+    redis = rate_limits.on_redis(uri)
+    options = rate_limits.redis_options(settings) if redis else {}
+    if redis and key_prefix:
+        options["key_prefix"] = key_prefix
     storage = storage_from_string(uri, **options)
     assert isinstance(storage, Storage)  # a synchronous scheme
-    return FallbackStorage(storage) if options else storage
+    return FallbackStorage(storage) if redis else storage
 
 
 def reset_request_windows(limiter: Limiter, quotas: Quotas) -> None:

@@ -373,14 +373,7 @@ def test_one_key_and_no_rotation_hedges_on_the_same_route(
         store, clock, pool, HedgeConfig(default_delay=1.0, stall_timeout=30.0), deadline=60
     )
     key = pool.keys[0].id
-    script = iter(["hang", "ok"])
-
-    class Twice(BlockingUpstream):
-        def __call__(self, model: str) -> str:
-            self.behaviour[(model, key)] = next(script)
-            return super().__call__(model)
-
-    upstream = Twice({})
+    upstream = BlockingUpstream({("m1", key): ["hang", "ok"]})  # then the same route again
     thread, out = _in_thread(lambda: gateway.call("m1", upstream, rotate=False))
     assert upstream.hanging.acquire(timeout=WAIT)
     clock.advance(1.0)
@@ -437,14 +430,7 @@ def test_a_stall_with_no_other_route_is_tried_once_more(
         store, clock, pool, HedgeConfig(enabled=False, stall_timeout=5.0), deadline=60
     )
     key = pool.keys[0].id
-    script = iter(["hang", "ok"])
-
-    class Twice(BlockingUpstream):
-        def __call__(self, model: str) -> str:
-            self.behaviour[(model, key)] = next(script)
-            return super().__call__(model)
-
-    upstream = Twice({})
+    upstream = BlockingUpstream({("m1", key): ["hang", "ok"]})  # then the same route again
     thread, out = _in_thread(lambda: gateway.call("m1", upstream, rotate=False))
     assert upstream.hanging.acquire(timeout=WAIT)
     clock.advance(5.0)

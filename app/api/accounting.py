@@ -15,6 +15,7 @@ from app.api.client_auth import current_client
 from app.clients.quotas import Quotas, Refusal
 from app.errors import ApiError
 from app.observability import metrics
+from app.resilience.gateway import retry_hint
 from app.surfaces import GEMINI, current_api
 
 # usageMetadata field -> the `kind` label of l104_client_tokens_total
@@ -66,6 +67,7 @@ def leave(_error: BaseException | None = None) -> None:
 def refused(refusal: Refusal) -> ApiError:
     """Gemini's 429 for a client's limit, with the limit named and the window's end."""
     wait = max(1, math.ceil(refusal.retry_after))
+    retry_info, headers = retry_hint(wait)
     return ApiError(
         429,
         f"Client {refusal.client} has reached its {refusal.limit} ({refusal.value}). "
@@ -82,9 +84,9 @@ def refused(refusal: Refusal) -> ApiError:
                     }
                 ],
             },
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{wait}s"},
+            *retry_info,
         ],
-        headers={"Retry-After": str(wait)},
+        headers=headers,
     )
 
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import hmac
-
 from flask import current_app, g, request
 
 from app.clients.registry import Client, Clients
@@ -24,14 +22,6 @@ API_KEY_INVALID = [
 def presented_key() -> str | None:
     """The key the client sent as `x-goog-api-key` or `?key=`, if any."""
     return request.headers.get("x-goog-api-key") or request.args.get("key")
-
-
-def key_is_valid(key: str, allowed: tuple[str, ...]) -> bool:
-    """Compare against every allowed key in constant time."""
-    matched = False
-    for candidate in allowed:
-        matched |= hmac.compare_digest(key.encode(), candidate.encode())
-    return matched
 
 
 def clients() -> Clients:

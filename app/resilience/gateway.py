@@ -239,16 +239,8 @@ class Gateway:
                     attempted.skipped[route] = "circuit_open"
                     attempted.wait(refused.retry_after)
                     continue
-                plan = CallPlan(
-                    model,
-                    op,
-                    kind,
-                    deadline,
-                    discard,
-                    self.hedger.fallbacks(model, key, candidates, keys, kind),
-                    frozenset(resting),
-                )
-                race = self.hedger.start_race(plan, key)
+                plan = CallPlan(model, op, kind, deadline, discard, key, candidates, keys, resting)
+                race = self.hedger.start_race(plan)
                 started = time.perf_counter()
                 began = self.clock.monotonic()
                 token = current_key.set(key)
@@ -289,7 +281,7 @@ class Gateway:
                     current_attempt.reset(attempt_token)
                     current_key.reset(token)
                     race.close()
-                self.succeeded(model, key, breaker, permit, started, kind)
+                self.succeeded(model, key, breaker, permit, started)
                 self.observe_latency(model, kind, race.primary, began)
                 if not race.claim(result, model, race.primary):
                     discard_result(plan, result)  # a hedge answered in the same instant
@@ -308,8 +300,8 @@ class Gateway:
         breaker: ModelBreaker,
         permit: Permit,
         started: float,
-        kind: str,
     ) -> None:
+        """Record an attempt's answer: its breaker, metrics, recent calls."""
         seconds = time.perf_counter() - started
         breaker.record_success(permit)
         metrics.UPSTREAM_CALLS.labels(_api(), metrics.model_label(model), "ok").inc()

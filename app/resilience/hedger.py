@@ -17,6 +17,7 @@ from app.observability import events, metrics
 from app.resilience.breaker import BreakerOpenError, ModelBreaker, Permit
 from app.resilience.hedging import EMBED
 from app.resilience.race import Attempted, CallPlan, Race, answered_by_hedge, discard_result
+from app.resilience.timer import TimerEntry
 from app.upstream.attempts import STALLED, Attempt, current_attempt
 from app.upstream.backoff import Deadline
 from app.upstream.key_pool import UpstreamKey, current_key
@@ -33,42 +34,41 @@ class Hedger:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def fallbacks(
-        self,
-        model: str,
-        key: UpstreamKey,
-        candidates: list[str],
-        keys: list[UpstreamKey],
-        kind: str,
-    ) -> list[tuple[str, UpstreamKey]]:
-        """Where a hedge of (model, key) may go, in order: the same model on the pool's
-        other keys, then the models after it in the rotation (for calls that rotate); for
-        an embedding, or with no other route at all, the same model and key again."""
+    @staticmethod
+    def fallbacks(plan: CallPlan[Any]) -> list[tuple[str, UpstreamKey]]:
+        """Where a hedge of the plan's attempt may go, in order: the same model on the
+        call's other usable keys, then the models after it in the rotation (for calls that
+        rotate); for an embedding, or with no other route at all, the same model and key."""
+        model, key, keys = plan.requested, plan.key, list(plan.keys)
         routes = [(model, k) for k in keys if k is not key]
-        if kind != EMBED:
-            later = candidates[candidates.index(model) + 1 :]
+        if plan.kind != EMBED:
+            later = plan.candidates[plan.candidates.index(model) + 1 :]
             routes += [(m, k) for m in later for k in keys]
         return routes or [(model, key)]
 
-    def start_race(self, plan: CallPlan[T], key: UpstreamKey) -> Race[T]:
+    def start_race(self, plan: CallPlan[T]) -> Race[T]:
         """The primary attempt's race, with its stall timer and, when hedging is on and
         there is time for it, its first hedge's timer."""
         race: Race[T] = Race(plan, Attempt())
         hedging = self.gateway.hedging
         if hedging is None:
             return race
-        stall = hedging.stall_timeout(plan.requested, plan.kind)
-        race.entries.append(
-            self.gateway.timer.schedule(
-                stall, partial(self._stalled, race.primary, plan, key, stall)
-            )
-        )
+        race.entries.append(self._watch(race.primary, plan, plan.requested, plan.key))
         delay = hedging.delay(plan.requested, plan.kind, plan.deadline.remaining())
         if delay is not None:
             race.entries.append(
                 self.gateway.timer.schedule(delay, partial(self._hedge, race, delay))
             )
         return race
+
+    def _watch(
+        self, attempt: Attempt, plan: CallPlan[Any], model: str, key: UpstreamKey
+    ) -> TimerEntry:
+        """The stall timer of an attempt of `model` (the primary's or a hedge's)."""
+        hedging = self.gateway.hedging
+        assert hedging is not None  # only a gateway that hedges watches its attempts
+        stall = hedging.stall_timeout(model, plan.kind)
+        return self.gateway.timer.schedule(stall, partial(self._stalled, attempt, plan, key, stall))
 
     def _stalled(
         self, attempt: Attempt, plan: CallPlan[Any], key: UpstreamKey, after: float
@@ -115,7 +115,7 @@ class Hedger:
         the attempts already running."""
         plan = race.plan
         try:
-            for model, key in plan.fallbacks:
+            for model, key in self.fallbacks(plan):
                 route = self.gateway.keys.route(model, key)
                 if route in plan.resting or route in race.tried:
                     continue
@@ -146,13 +146,7 @@ class Hedger:
     ) -> None:
         plan = race.plan
         requested = metrics.model_label(plan.requested)
-        hedging = self.gateway.hedging
-        stall = hedging.stall_timeout(model, plan.kind) if hedging is not None else None
-        entry = (
-            self.gateway.timer.schedule(stall, partial(self._stalled, attempt, plan, key, stall))
-            if stall is not None
-            else None
-        )
+        entry = self._watch(attempt, plan, model, key)
         started = time.perf_counter()
         began = self.gateway.clock.monotonic()
         key_token = current_key.set(key)
@@ -175,7 +169,7 @@ class Hedger:
             breaker.release(permit)
             raise
         else:
-            self.gateway.succeeded(model, key, breaker, permit, started, plan.kind)
+            self.gateway.succeeded(model, key, breaker, permit, started)
             self.gateway.observe_latency(model, plan.kind, attempt, began)
             if race.claim(result, model, attempt):
                 events.hedge_won(plan.requested, model, key.id, time.perf_counter() - started)
@@ -183,8 +177,7 @@ class Hedger:
                 discard_result(plan, result)
                 metrics.HEDGES.labels(requested, "lost").inc()
         finally:
-            if entry is not None:
-                entry.cancel()
+            entry.cancel()
             attempt.finish()
             current_attempt.reset(attempt_token)
             current_key.reset(key_token)

@@ -25,7 +25,6 @@ UNARY = "unary"  # a whole answer
 STREAM = "stream"  # a stream's first event
 EMBED = "embed"  # an embedding (never rotated)
 COUNT = "count"  # countTokens: quick, whatever the model would write
-KINDS = (UNARY, STREAM, EMBED, COUNT)
 
 
 @dataclass(frozen=True)

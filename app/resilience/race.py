@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -31,16 +31,19 @@ answered_by_hedge: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 @dataclass
 class CallPlan(Generic[T]):
-    """What a hedge of one call needs: the operation, the routes it may take, the state the
-    call was admitted with, and its context."""
+    """What a hedge of one call needs: the operation, the attempt it hedges (its model and
+    key, the call's candidates and usable keys), the routes resting when the call was
+    admitted, and its context. Where a hedge may go is worked out only for a hedge."""
 
     requested: str
     op: Callable[[str], T]
     kind: str
     deadline: Deadline
     discard: Callable[[T], None] | None
-    fallbacks: list[tuple[str, UpstreamKey]]
-    resting: frozenset[str]
+    key: UpstreamKey
+    candidates: list[str]
+    keys: list[UpstreamKey]
+    resting: Container[str]
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 

@@ -31,14 +31,22 @@ def _refused(limit: RequestLimit) -> Response:
     )
 
 
-def init_app(app: Flask, settings: Settings, storage_uri: str) -> Limiter:
-    """Limit each client (peer address, or X-Forwarded-For from a trusted proxy)."""
-    on_redis = storage_uri.startswith(("redis", "rediss", "unix"))
-    # With Redis: short timeouts, and per-worker limits while Redis is unreachable.
-    redis_options: dict[str, Any] = {
+def on_redis(storage_uri: str) -> bool:
+    """Whether a `limits` storage URI names Redis."""
+    return storage_uri.startswith(("redis", "rediss", "unix"))
+
+
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """A Redis `limits` storage's options: the state backend's short timeouts."""
+    return {
         "socket_timeout": settings.state_timeout,
         "socket_connect_timeout": settings.state_timeout,
     }
+
+
+def init_app(app: Flask, settings: Settings, storage_uri: str) -> Limiter:
+    """Limit each client (peer address, or X-Forwarded-For from a trusted proxy)."""
+    redis = on_redis(storage_uri)  # then per-worker limits while Redis is unreachable
     limiter = Limiter(
         get_remote_address,
         default_limits=[settings.rate_limit] if settings.rate_limit else [],
@@ -48,8 +56,8 @@ def init_app(app: Flask, settings: Settings, storage_uri: str) -> Limiter:
         on_breach=_refused,
         key_prefix="l104",
         enabled=bool(settings.rate_limit),
-        storage_options=redis_options if on_redis else {},
-        in_memory_fallback_enabled=on_redis,
+        storage_options=redis_options(settings) if redis else {},
+        in_memory_fallback_enabled=redis,
         swallow_errors=True,
     )
     limiter.init_app(app)
